@@ -1,0 +1,32 @@
+"""vitkit: Vision Transformers whose attention runs on the fastest exact kernel the machine has."""
+
+from . import attention
+from .checkpoints import load_pretrained, save_pretrained
+from .layers import EfficientAttention, TransformerBlock
+from .models import (
+    SimpleViT,
+    SimpleViTConfig,
+    VisionTransformer,
+    ViTConfig,
+    build_model,
+    create_model,
+    list_models,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EfficientAttention",
+    "SimpleViT",
+    "SimpleViTConfig",
+    "TransformerBlock",
+    "ViTConfig",
+    "VisionTransformer",
+    "__version__",
+    "attention",
+    "build_model",
+    "create_model",
+    "list_models",
+    "load_pretrained",
+    "save_pretrained",
+]

@@ -1,0 +1,71 @@
+"""PyTorch's fused `F.scaled_dot_product_attention`, optionally pinned to one of its sub-kernels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .capability import HALF_DTYPES, BackendUnavailableError, Capability
+
+CAPABILITY = Capability(devices=("cpu", "cuda", "mps", "xpu"))
+FIX = "backend='sdpa' lets PyTorch pick among its kernels; backend='math' runs anywhere"
+
+# Sub-kernels that `sdpa:<name>` pins with `torch.nn.attention.sdpa_kernel`.
+SUB_KERNELS: dict[str, SDPBackend] = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+SUB_CAPABILITIES: dict[str, Capability] = {
+    # On CPU, SDPA's flash kernel is a tiled fp32/half implementation; on CUDA it is FlashAttention-2.
+    "flash": Capability(devices=("cpu", "cuda"), max_head_dim=256, masks=frozenset({"bool", "additive"})),
+    "efficient": Capability(devices=("cuda",), deterministic_backward=False),
+    "cudnn": Capability(
+        devices=("cuda",), dtypes=HALF_DTYPES, max_head_dim=128, min_compute_capability=(8, 0)
+    ),
+    "math": CAPABILITY,
+}
+# Deterministic backward on CUDA: the memory-efficient kernel's backward accumulates atomically.
+_DETERMINISTIC_CUDA = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+
+
+def cuda_flash_reason(dtype: torch.dtype, compute_capability: tuple[int, int] | None, mask: str | None) -> str | None:
+    """SDPA's CUDA flash kernel is narrower than its CPU one: half precision, Ampere+, no mask."""
+    if dtype not in HALF_DTYPES:
+        return "takes float16/bfloat16 only on CUDA"
+    if compute_capability is not None and compute_capability < (8, 0):
+        return "needs compute capability >= 8.0 on CUDA"
+    if mask is not None:
+        return "takes no attention mask on CUDA"
+    return None
+
+
+def run(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    attn_mask: torch.Tensor | None,
+    dropout_p: float,
+    scale: float | None,
+    deterministic: bool,
+    sub_kernel: str | None = None,
+) -> torch.Tensor:
+    if sub_kernel is None and not (deterministic and q.is_cuda):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
+    kernels = [SUB_KERNELS[sub_kernel]] if sub_kernel else _DETERMINISTIC_CUDA
+    try:
+        with sdpa_kernel(kernels):
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
+            )
+    except RuntimeError as err:
+        if "No available kernel" not in str(err):
+            raise
+        name = f"sdpa:{sub_kernel}" if sub_kernel else "sdpa (deterministic)"
+        raise BackendUnavailableError(
+            f"attention backend '{name}' cannot run these inputs: PyTorch found no usable kernel "
+            f"({str(err).splitlines()[0]}); fix: use backend='sdpa' or backend='math'"
+        ) from err

@@ -1,0 +1,19 @@
+"""The `vitkit` command line: a thin typer + rich layer over the library.
+
+Each command lives in its own module under `vitkit.cli`, registering itself on the shared `app`
+(see `vitkit.cli.app`); importing it below is all it takes to add one. The library (`import vitkit`)
+never imports this package, so typer and rich stay CLI-only dependencies.
+"""
+
+from __future__ import annotations
+
+from . import doctor, models  # noqa: F401  (imported for their @app.command registrations)
+from .app import app
+
+
+def main() -> None:
+    """Console-script entry point (`vitkit`, `python -m vitkit`)."""
+    app(prog_name="vitkit")
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,159 @@
+"""`vitkit doctor`: versions, devices, and which attention backends can run here (and why not)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+from typing import Any
+
+import torch
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from .. import __version__
+from ..attention import backend_report
+from .app import app
+from .output import console, echo_json
+
+DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+NOT_INSTALLED = "not installed"
+
+
+def _dist_version(name: str) -> str | None:
+    """A distribution's installed version from its metadata; never imports it (flash_attn is slow/fragile)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cudnn_version() -> str | None:
+    """cuDNN as 'major.minor.patch' (torch reports 8902 for 8.9.2, 92400 for 9.24.0), or None."""
+    if not torch.backends.cudnn.is_available() or (raw := torch.backends.cudnn.version()) is None:
+        return None
+    major, rest = divmod(raw, 10_000 if raw >= 90_000 else 1_000)
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
+def _fa3_version() -> str | None:
+    """FlashAttention-3 ships under several distribution names; its `flash_attn_interface` module is what counts."""
+    for dist in ("flash_attn_3", "flashattn_hopper"):  # metadata lookups normalise - and _
+        if (found := _dist_version(dist)) is not None:
+            return found
+    # find_spec locates a top-level module without executing it.
+    return "found (flash_attn_interface)" if importlib.util.find_spec("flash_attn_interface") else None
+
+
+def versions() -> dict[str, str | None]:
+    """Versions that decide which kernels exist: None where a component is absent."""
+    return {
+        "python": platform.python_version(),
+        "vitkit": __version__,
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": _cudnn_version(),
+        "flash_attn": _dist_version("flash_attn"),
+        "flash_attn_3": _fa3_version(),
+        "xformers": _dist_version("xformers"),
+    }
+
+
+def devices() -> list[dict[str, Any]]:
+    """The CPU, then every visible CUDA device with its name and compute capability."""
+    found: list[dict[str, Any]] = [
+        {"device": "cpu", "name": platform.machine() or "cpu", "compute_capability": None,
+         "threads": torch.get_num_threads()}
+    ]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            found.append({
+                "device": f"cuda:{index}",
+                "name": torch.cuda.get_device_name(index),
+                "compute_capability": list(torch.cuda.get_device_capability(index)),
+            })
+    return found
+
+
+def attention_reports(device_names: list[str], head_dim: int) -> list[dict[str, Any]]:
+    """One `backend_report` per (device, dtype): every backend, usable or not, and auto's choice."""
+    reports = []
+    for device in device_names:
+        for dtype in DTYPES:
+            rows = backend_report(device, dtype, head_dim=head_dim)
+            reports.append({
+                "device": device,
+                "dtype": str(dtype).removeprefix("torch."),
+                "head_dim": head_dim,
+                "auto": next((row.name for row in rows if row.chosen), None),
+                "backends": [
+                    {"name": row.name, "usable": row.usable, "chosen": row.chosen, "reason": row.reason}
+                    for row in rows
+                ],
+            })
+    return reports
+
+
+def _describe_device(dev: dict[str, Any]) -> str:
+    if dev["compute_capability"] is None:
+        return f"{dev['name']}, {dev['threads']} torch threads"
+    major, minor = dev["compute_capability"]
+    return f"{dev['name']}, compute capability {major}.{minor}"
+
+
+def _facts_table(title: str, facts: dict[str, str]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.title = title
+    table.title_justify = "left"
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in facts.items():
+        table.add_row(Text(key), Text(value))
+    return table
+
+
+def _backend_table(report: dict[str, Any]) -> Table:
+    table = Table(
+        title=Text(f"{report['device']} · {report['dtype']} · head_dim {report['head_dim']}"),
+        caption=Text(f"auto runs: {report['auto']}"),
+        title_justify="left",
+        caption_justify="left",
+    )
+    table.add_column("backend", no_wrap=True)
+    table.add_column("usable", no_wrap=True)
+    table.add_column("auto", no_wrap=True)
+    table.add_column("what it is / why not", overflow="fold")
+    for row in report["backends"]:
+        usable = Text("yes", style="green") if row["usable"] else Text("no", style="red")
+        table.add_row(Text(row["name"]), usable, "chosen" if row["chosen"] else "", Text(row["reason"]))
+    return table
+
+
+@app.command()
+def doctor(
+    head_dim: int = typer.Option(64, "--head-dim", help="Attention head size the backends are checked for."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Report versions, devices and, per device and dtype, which attention backends can run and why not."""
+    if head_dim < 1:
+        raise ValueError(f"--head-dim must be a positive integer, got {head_dim}")
+    found = devices()
+    report = {
+        "versions": versions(),
+        "devices": found,
+        "attention": attention_reports([dev["device"] for dev in found], head_dim),
+    }
+    if as_json:
+        echo_json(report)
+        return
+    out = console()
+    out.print(_facts_table("versions", {k: v or NOT_INSTALLED for k, v in report["versions"].items()}))
+    out.print()
+    facts = {dev["device"]: _describe_device(dev) for dev in found}
+    if len(found) == 1 and torch.version.cuda is not None:
+        facts["cuda"] = "no device visible (torch.cuda.is_available() is False)"
+    out.print(_facts_table("devices", facts))
+    for item in report["attention"]:
+        out.print()
+        out.print(_backend_table(item))

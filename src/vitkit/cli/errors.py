@@ -1,0 +1,41 @@
+"""The CLI's error policy: expected failures become one `error: ...` line and exit 1, not a traceback.
+
+Expected failures are bad input or environment (a wrong value, a missing file, a backend this machine
+lacks, Ctrl-C). Anything else is a bug and keeps its traceback. `--debug` shows the traceback always.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import NoReturn
+
+import typer
+
+from ..attention import BackendUnavailableError
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    OSError,  # missing files, unwritable directories, full disks
+    BackendUnavailableError,
+    KeyboardInterrupt,
+)
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on a single line (the type name when it has no message)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
+def fail(exc: BaseException, *, debug: bool) -> NoReturn:
+    """Report an expected error on stderr (one line, or the traceback under --debug) and exit non-zero."""
+    if debug:
+        typer.echo("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), err=True, nl=False)
+    else:
+        typer.echo(f"error: {one_line(exc)}", err=True)
+    raise typer.Exit(EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_ERROR) from exc

@@ -1,0 +1,56 @@
+"""`vitkit models [PATTERN]`: the registered models, their size and input shape."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ..models.registry import ModelInfo, list_models, model_info
+from .app import app
+from .output import console, echo_json
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _glob(pattern: str | None) -> str | None:
+    """A shell pattern for `list_models`; a plain word matches anywhere in the name ('siglip')."""
+    if pattern is None or _GLOB_CHARS & set(pattern):
+        return pattern
+    return f"*{pattern}*"
+
+
+def _table(infos: list[ModelInfo]) -> Table:
+    table = Table(title=f"registered models ({len(infos)})")
+    table.add_column("name", no_wrap=True)
+    table.add_column("family")
+    table.add_column("params", justify="right")
+    table.add_column("image", justify="right")
+    table.add_column("pooling")
+    for info in infos:
+        height, width = info.img_size
+        table.add_row(
+            Text(info.name), Text(info.family), f"{info.params / 1e6:.1f}M", f"{height}x{width}",
+            Text(info.global_pool),
+        )
+    return table
+
+
+@app.command()
+def models(
+    pattern: str | None = typer.Argument(
+        None, metavar="PATTERN", help="Shell-style filter, e.g. 'siglip*'; a plain word matches anywhere in the name."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+) -> None:
+    """List registered models: family, parameter count, image size and pooling."""
+    names = list_models(_glob(pattern))
+    if not names:
+        raise ValueError(f"no registered model matches {pattern!r}; run `vitkit models` to see them all")
+    infos = [model_info(name) for name in names]
+    if as_json:
+        echo_json([dataclasses.asdict(info) for info in infos])
+    else:
+        console().print(_table(infos))

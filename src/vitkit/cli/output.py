@@ -1,0 +1,19 @@
+"""Output helpers shared by commands: a rich console for humans, plain JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.console import Console
+
+
+def console() -> Console:
+    """A stdout console made per call, so it writes to whatever sys.stdout is now (tests swap it)."""
+    return Console(highlight=False)
+
+
+def echo_json(data: Any) -> None:
+    """Print `data` as indented JSON on stdout, untouched by rich (no wrapping, no colour codes)."""
+    typer.echo(json.dumps(data, indent=2))

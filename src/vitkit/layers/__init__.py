@@ -1,0 +1,37 @@
+"""Building blocks of vision transformers, with timm's state-dict names."""
+
+from .activations import ACTIVATIONS, QuickGELU, activation_name, create_activation
+from .attention import EfficientAttention
+from .block import TransformerBlock
+from .drop import DropPath, LayerScale
+from .mlp import MLP_LAYERS, Mlp, SwiGLU, SwiGLUPacked, mlp_layer_name
+from .norm import NORMS, create_norm, norm_name
+from .patch_embed import PatchEmbed, to_2tuple
+from .pool import POOL_TYPES, AttentionPoolLatent, pool_tokens
+from .pos_embed import resample_abs_pos_embed, sincos_2d
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP_LAYERS",
+    "NORMS",
+    "POOL_TYPES",
+    "AttentionPoolLatent",
+    "DropPath",
+    "EfficientAttention",
+    "LayerScale",
+    "Mlp",
+    "PatchEmbed",
+    "QuickGELU",
+    "SwiGLU",
+    "SwiGLUPacked",
+    "TransformerBlock",
+    "activation_name",
+    "create_activation",
+    "create_norm",
+    "mlp_layer_name",
+    "norm_name",
+    "pool_tokens",
+    "resample_abs_pos_embed",
+    "sincos_2d",
+    "to_2tuple",
+]

@@ -1,0 +1,74 @@
+"""Multi-head self-attention with a fused qkv projection and a pluggable kernel."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..attention import canonical_name, scaled_dot_product_attention
+from .norm import create_norm
+
+
+class EfficientAttention(nn.Module):
+    """Self-attention over (B, N, C) tokens whose kernel is chosen by `attention_type`.
+
+    `attention_type` is any backend name of `vitkit.attention` ('auto', 'math', 'sdpa', 'flash',
+    'xformers', 'flex', 'sdpa:<kernel>') or a seed alias ('scaled_dot_product', 'flash_attention').
+    State-dict names follow timm: qkv, q_norm, k_norm, proj. Positional arguments keep seed 000's
+    order; the rest are keyword-only. `head_dim` decouples the inner width from `dim` (SimpleViT).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        attention_type: str = "auto",
+        deterministic: bool = False,
+        *,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        head_dim: int | None = None,
+        proj_bias: bool = True,
+        norm_layer: object = "layernorm",
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if head_dim is None:
+            if num_heads <= 0 or dim % num_heads:
+                raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+            head_dim = dim // num_heads
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.scale = head_dim**-0.5
+        self.attention_type = canonical_name(attention_type)
+        self.deterministic = deterministic
+        self.attn_drop = attn_drop
+        inner = num_heads * head_dim
+        self.qkv = nn.Linear(dim, inner * 3, bias=qkv_bias)
+        self.q_norm = create_norm(norm_layer, head_dim, norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = create_norm(norm_layer, head_dim, norm_eps) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(inner, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, H, N, D)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            backend=self.attention_type,
+            attn_mask=attn_mask,
+            dropout_p=self.attn_drop if self.training else 0.0,
+            scale=self.scale,
+            deterministic=self.deterministic,
+        )
+        x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)  # (B, H, N, D) -> (B, N, H*D)
+        return self.proj_drop(self.proj(x))
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, attention_type={self.attention_type!r}"

@@ -1,0 +1,73 @@
+"""Turning token sequences into one vector per image: token, avg, max, and MAP attention pooling."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..attention import scaled_dot_product_attention
+from .mlp import Mlp
+from .norm import create_norm
+
+POOL_TYPES = ("", "token", "avg", "max", "avgmax", "map")
+
+
+def pool_tokens(x: torch.Tensor, pool_type: str, num_prefix_tokens: int) -> torch.Tensor:
+    """(B, T, D) -> (B, D) by the class token or over patch tokens; '' keeps (B, T, D)."""
+    if pool_type == "token":
+        return x[:, 0]
+    if pool_type in ("avg", "max", "avgmax"):
+        x = x[:, num_prefix_tokens:]
+        if pool_type == "avg":
+            return x.mean(dim=1)
+        if pool_type == "max":
+            return x.amax(dim=1)
+        return 0.5 * (x.amax(dim=1) + x.mean(dim=1))
+    return x
+
+
+class AttentionPoolLatent(nn.Module):
+    """Multihead attention pooling (MAP): a learned latent query attends over the tokens, then an MLP.
+
+    SigLIP's head; names follow timm (latent, q, kv, proj, norm, mlp.fc1/fc2).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        latent_len: int = 1,
+        act_layer: str = "gelu",
+        norm_layer: str = "layernorm",
+        norm_eps: float = 1e-6,
+        attention_type: str = "auto",
+        drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads}) for MAP pooling")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.latent_len = latent_len
+        self.attention_type = attention_type
+        self.latent = nn.Parameter(torch.zeros(1, latent_len, dim))
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(drop)
+        self.norm = create_norm(norm_layer, dim, norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, N, C = x.shape
+        q = self.q(self.latent.expand(B, -1, -1))
+        q = q.reshape(B, self.latent_len, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
+        kv = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)  # each (B, H, N, D)
+        x = scaled_dot_product_attention(q, k, v, backend=self.attention_type, attn_mask=attn_mask)
+        x = x.transpose(1, 2).reshape(B, self.latent_len, C)  # (B, H, L, D) -> (B, L, C)
+        x = self.proj_drop(self.proj(x))
+        x = x + self.mlp(self.norm(x))
+        return x[:, 0] if self.latent_len == 1 else x

@@ -1,0 +1,20 @@
+"""Models, their configs, and the registry of named configurations."""
+
+from .config import SimpleViTConfig, ViTConfig, config_from_dict
+from .registry import ModelInfo, build_model, create_model, get_config, list_models, model_info
+from .simple_vit import SimpleViT
+from .vision_transformer import VisionTransformer
+
+__all__ = [
+    "ModelInfo",
+    "SimpleViT",
+    "SimpleViTConfig",
+    "ViTConfig",
+    "VisionTransformer",
+    "build_model",
+    "config_from_dict",
+    "create_model",
+    "get_config",
+    "list_models",
+    "model_info",
+]

@@ -1,0 +1,256 @@
+"""Model configs: one frozen dataclass per family, validated on creation and stored as config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from ..attention import canonical_name
+from ..layers import POOL_TYPES, activation_name, mlp_layer_name, norm_name, to_2tuple
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF_MEAN = (0.5, 0.5, 0.5)
+HALF_STD = (0.5, 0.5, 0.5)
+WEIGHT_INITS = ("", "jax", "skip")
+POS_EMBEDS = ("learn", "sincos", "none")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _rate(name: str, value: object) -> None:
+    if value is not None and (not isinstance(value, int | float) or not 0.0 <= value < 1.0):
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class _Config:
+    """JSON round-trip and copy-with-changes shared by every family's config."""
+
+    family: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, **{f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> _Config:
+        data = {k: v for k, v in data.items() if k != "family"}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"config has fields {cls.__name__} does not know: {', '.join(unknown)}; "
+                "remove them or upgrade vitkit"
+            )
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> _Config:
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no argument(s) {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ViTConfig(_Config):
+    """Every knob of `VisionTransformer`: seed 000's arguments plus what timm/SigLIP/CLIP/DINOv2 need.
+
+    `drop_rate` keeps the seed's meaning (dropout after the position embedding and inside blocks);
+    `head_drop_rate` is timm's classifier dropout. `pre_norm` chooses pre- vs post-norm blocks;
+    `norm_pre` is CLIP's extra norm before the blocks. `select_layer` keeps blocks as DeepSeek-VL2
+    does (-1 all, -2 all but the last, k > 0 the first k).
+    """
+
+    family: ClassVar[str] = "vit"
+
+    img_size: int | tuple[int, int] = 224
+    patch_size: int | tuple[int, int] = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    proj_bias: bool = True
+    drop_rate: float = 0.0
+    pos_drop_rate: float | None = None
+    proj_drop_rate: float | None = None
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    head_drop_rate: float = 0.0
+    weight_init: str = ""
+    norm_layer: str = "layernorm"
+    norm_eps: float = 1e-6
+    act_layer: str = "gelu"
+    mlp_layer: str = "mlp"
+    attention_type: str = "auto"
+    deterministic: bool = False
+    pre_norm: bool = True
+    num_recomputing_layers: int = 0
+    global_pool: str = "token"
+    class_token: bool = True
+    reg_tokens: int = 0
+    no_embed_class: bool = False
+    pos_embed: str = "learn"
+    dynamic_img_size: bool = False
+    dynamic_img_pad: bool = False
+    crop_remainder: bool = False
+    init_values: float | None = None
+    fc_norm: bool | None = None
+    norm_pre: bool = False
+    final_norm: bool = True
+    patch_bias: bool | None = None
+    select_layer: int = -1
+    ignore_head: bool = False
+    mean: tuple[float, float, float] = HALF_MEAN
+    std: tuple[float, float, float] = HALF_STD
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise in place once, here
+        set_(self, "img_size", to_2tuple(self.img_size, "img_size"))
+        set_(self, "patch_size", to_2tuple(self.patch_size, "patch_size"))
+        for name in ("in_chans", "embed_dim", "depth", "num_heads"):
+            _positive_int(name, getattr(self, name))
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0 (0 = no classifier), got {self.num_classes!r}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        divisible = not any(i % p for i, p in zip(self.img_size, self.patch_size, strict=True))
+        if not (divisible or self.dynamic_img_pad or self.crop_remainder):
+            raise ValueError(
+                f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}; pick a multiple "
+                "of the patch size, or set dynamic_img_pad=True (pad) or crop_remainder=True (as timm)"
+            )
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
+                     "head_drop_rate"):
+            _rate(name, getattr(self, name))
+        if self.weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {self.weight_init!r}")
+        name, eps = norm_name(self.norm_layer)
+        set_(self, "norm_layer", name)
+        if eps is not None:
+            set_(self, "norm_eps", eps)
+        set_(self, "act_layer", activation_name(self.act_layer))
+        set_(self, "mlp_layer", mlp_layer_name(self.mlp_layer))
+        set_(self, "attention_type", canonical_name(self.attention_type))
+        if self.global_pool not in POOL_TYPES:
+            raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {self.global_pool!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs class_token=True; use 'avg' or 'map' without one")
+        if not isinstance(self.reg_tokens, int) or self.reg_tokens < 0:
+            raise ValueError(f"reg_tokens must be an integer >= 0, got {self.reg_tokens!r}")
+        if self.pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
+        if self.pos_embed == "sincos" and self.embed_dim % 4:
+            raise ValueError(f"pos_embed='sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
+        if self.init_values is not None and self.init_values <= 0:
+            raise ValueError(f"init_values (LayerScale) must be > 0 or None, got {self.init_values}")
+        if not isinstance(self.num_recomputing_layers, int) or self.num_recomputing_layers < 0:
+            raise ValueError(
+                f"num_recomputing_layers must be an integer >= 0, got {self.num_recomputing_layers!r}"
+            )
+        if not isinstance(self.select_layer, int) or self.select_layer == 0 or self.num_blocks < 1:
+            raise ValueError(
+                f"select_layer must be -1 (all {self.depth} blocks), -k (drop the last k-1) or k > 0 "
+                f"(keep the first k); got {self.select_layer!r}"
+            )
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks actually built after `select_layer` (DeepSeek-VL2 semantics)."""
+        if self.select_layer < 0:
+            return min(self.depth, self.depth + self.select_layer + 1)
+        return min(self.depth, self.select_layer)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token) + self.reg_tokens
+
+    @property
+    def use_fc_norm(self) -> bool:
+        """timm's rule: the final norm moves after pooling for avg/max pools unless told otherwise."""
+        return self.global_pool in ("avg", "max", "avgmax") if self.fc_norm is None else self.fc_norm
+
+
+@dataclass(frozen=True)
+class SimpleViTConfig(_Config):
+    """SimpleViT (Beyer et al. 2022; seed 003): sin-cos positions, mean pooling, no class token.
+
+    `head_norm='tokens'` normalises every token before the mean (big_vision, vit-pytorch `SimpleViT`);
+    'pooled' normalises the mean (seed 003, vit-pytorch `simple_flash_attn_vit`).
+    """
+
+    family: ClassVar[str] = "simple_vit"
+
+    image_size: int | tuple[int, int] = 224
+    patch_size: int | tuple[int, int] = 16
+    num_classes: int = 1000
+    dim: int = 384
+    depth: int = 12
+    heads: int = 6
+    mlp_dim: int = 1536
+    channels: int = 3
+    dim_head: int = 64
+    use_flash: bool = True
+    attention_type: str | None = None
+    head_norm: str = "tokens"
+    mean: tuple[float, float, float] = HALF_MEAN
+    std: tuple[float, float, float] = HALF_STD
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", to_2tuple(self.image_size, "image_size"))
+        object.__setattr__(self, "patch_size", to_2tuple(self.patch_size, "patch_size"))
+        for name in ("dim", "depth", "heads", "mlp_dim", "channels", "dim_head"):
+            _positive_int(name, getattr(self, name))
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {self.num_classes!r}")
+        if any(i % p for i, p in zip(self.image_size, self.patch_size, strict=True)):
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
+            )
+        if self.dim % 4:
+            raise ValueError(f"dim must be divisible by 4 for the sin-cos position embedding, got {self.dim}")
+        if self.head_norm not in ("tokens", "pooled"):
+            raise ValueError(f"head_norm must be 'tokens' or 'pooled', got {self.head_norm!r}")
+        if self.attention_type is not None:
+            object.__setattr__(self, "attention_type", canonical_name(self.attention_type))
+
+    @property
+    def backend(self) -> str:
+        """The attention kernel: `attention_type` if given, else SDPA for use_flash, the math path if not."""
+        if self.attention_type is not None:
+            return self.attention_type
+        return "sdpa" if self.use_flash else "math"
+
+
+CONFIG_CLASSES: dict[str, type[_Config]] = {c.family: c for c in (ViTConfig, SimpleViTConfig)}
+
+
+def config_from_dict(data: dict[str, Any]) -> ViTConfig | SimpleViTConfig:
+    """Rebuild a config from its dict (as in config.json), picking the class by its 'family' key."""
+    family = data.get("family")
+    if family not in CONFIG_CLASSES:
+        raise ValueError(
+            f"config has family {family!r}; expected one of {', '.join(CONFIG_CLASSES)} "
+            "(is this a vitkit config.json?)"
+        )
+    return CONFIG_CLASSES[family].from_dict(data)  # type: ignore[return-value]

@@ -1,0 +1,120 @@
+"""Named model configs and the factory: `create_model(name, **overrides)`, `list_models(pattern)`."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import IMAGENET_MEAN, IMAGENET_STD, SimpleViTConfig, ViTConfig, config_from_dict
+from .simple_vit import SimpleViT
+from .vision_transformer import VisionTransformer
+
+_SIGLIP = dict(
+    class_token=False, global_pool="map", act_layer="gelu_tanh", num_classes=0, norm_eps=1e-6
+)
+
+_CONFIGS: dict[str, ViTConfig | SimpleViTConfig] = {
+    # timm / AugReg ViTs (ImageNet-21k -> 1k); mean/std 0.5 as their pretrained weights expect.
+    "vit_tiny_patch16_224": ViTConfig(embed_dim=192, depth=12, num_heads=3),
+    "vit_small_patch16_224": ViTConfig(embed_dim=384, depth=12, num_heads=6),
+    "vit_base_patch16_224": ViTConfig(embed_dim=768, depth=12, num_heads=12),
+    "vit_base_patch32_224": ViTConfig(patch_size=32, embed_dim=768, depth=12, num_heads=12),
+    "vit_large_patch16_224": ViTConfig(embed_dim=1024, depth=24, num_heads=16),
+    "vit_huge_patch14_224": ViTConfig(patch_size=14, embed_dim=1280, depth=32, num_heads=16),
+    # SigLIP vision towers: no class token, MAP head, GELU-tanh (timm vit_*_siglip_*, num_classes=0).
+    "siglip_base_patch16_224": ViTConfig(embed_dim=768, depth=12, num_heads=12, **_SIGLIP),
+    "siglip_large_patch16_384": ViTConfig(img_size=384, embed_dim=1024, depth=24, num_heads=16, **_SIGLIP),
+    "siglip_so400m_patch14_224": ViTConfig(
+        patch_size=14, embed_dim=1152, depth=27, num_heads=16, mlp_ratio=3.7362, **_SIGLIP
+    ),
+    "siglip_so400m_patch14_384": ViTConfig(
+        img_size=384, patch_size=14, embed_dim=1152, depth=27, num_heads=16, mlp_ratio=3.7362,
+        crop_remainder=True, **_SIGLIP
+    ),
+    # SimpleViT (Beyer et al. 2022), the seed 003 family.
+    "simple_vit_small_patch16_224": SimpleViTConfig(dim=384, depth=12, heads=6, mlp_dim=1536, dim_head=64),
+    "simple_vit_base_patch16_224": SimpleViTConfig(dim=768, depth=12, heads=12, mlp_dim=3072, dim_head=64),
+    # A small ViT for scikit-learn's 8x8 digits (1 channel, 2x2 patches -> 16 tokens).
+    "vit_digits": ViTConfig(
+        img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=4, num_heads=4,
+        mlp_ratio=2.0, global_pool="avg", class_token=False, drop_path_rate=0.05,
+        mean=(0.5,), std=(0.5,),
+    ),
+}
+_FAMILIES: dict[type, type[nn.Module]] = {ViTConfig: VisionTransformer, SimpleViTConfig: SimpleViT}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered model at a glance, for `vitkit models`."""
+
+    name: str
+    family: str
+    params: int
+    img_size: tuple[int, int]
+    global_pool: str
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names, sorted, optionally filtered by a shell-style pattern (e.g. 'siglip*')."""
+    names = sorted(_CONFIGS)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def get_config(name: str) -> ViTConfig | SimpleViTConfig:
+    """The registered config of `name`; ValueError listing close names when unknown."""
+    if name not in _CONFIGS:
+        close = [n for n in _CONFIGS if name.split("_")[0] in n][:6] or list_models()[:6]
+        raise ValueError(f"unknown model {name!r}; registered models include: {', '.join(close)} "
+                         "(see `vitkit models`)")
+    return _CONFIGS[name]
+
+
+def build_model(config: ViTConfig | SimpleViTConfig | dict[str, Any]) -> nn.Module:
+    """The model a config describes (a config object or its config.json dict)."""
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    return _FAMILIES[type(config)](config)
+
+
+def create_model(name: str, *, pretrained: str | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered model, with any config field overridden, e.g. `num_classes=10`.
+
+    `pretrained` is a local checkpoint path loaded with `vitkit.load_pretrained` after building.
+    """
+    config = get_config(name)
+    if overrides:
+        config = config.replace(**overrides)
+    model = build_model(config)
+    if pretrained is not None:
+        from ..checkpoints import load_pretrained
+
+        load_pretrained(pretrained, model=model)
+    return model
+
+
+def model_info(name: str) -> ModelInfo:
+    """Parameter count and shape facts of a registered model, built on the meta device (no memory)."""
+    config = get_config(name)
+    with torch.device("meta"):
+        model = build_model(config.replace(weight_init="skip") if isinstance(config, ViTConfig) else config)
+    params = sum(p.numel() for p in model.parameters())
+    if isinstance(config, ViTConfig):
+        return ModelInfo(name, config.family, params, config.img_size, config.global_pool or "none")
+    return ModelInfo(name, config.family, params, config.image_size, "avg")
+
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelInfo",
+    "build_model",
+    "create_model",
+    "get_config",
+    "list_models",
+    "model_info",
+]

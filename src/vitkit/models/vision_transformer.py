@@ -1,0 +1,338 @@
+"""VisionTransformer: one model for ViT, DeiT-3, SigLIP, CLIP, DINOv2 and DeepSeek-VL2 vision towers.
+
+State-dict layout is timm's, so timm checkpoints load as they are. The design follows seed 000
+(pluggable attention, pre/post-norm blocks, recomputation of the first N blocks) with its bugs fixed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..layers import (
+    AttentionPoolLatent,
+    LayerScale,
+    PatchEmbed,
+    TransformerBlock,
+    create_norm,
+    pool_tokens,
+    resample_abs_pos_embed,
+    sincos_2d,
+)
+from .config import ViTConfig
+
+# Seed 000's positional order, so `VisionTransformer(224, 16, 3, 1000, ...)` means what it meant there.
+SEED_POSITIONAL = (
+    "img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads", "mlp_ratio",
+    "qkv_bias", "drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init", "embed_layer", "norm_layer",
+    "act_layer", "attention_type", "deterministic", "pre_norm", "num_recomputing_layers", "global_pool",
+)
+
+
+def _resolve_config(args: tuple, kwargs: dict) -> tuple[ViTConfig, Callable[..., nn.Module]]:
+    """(config, embed_layer) from a ViTConfig / config dict / seed-style positional arguments + keywords."""
+    base = ViTConfig()
+    if args and isinstance(args[0], ViTConfig | dict):
+        base = args[0] if isinstance(args[0], ViTConfig) else ViTConfig.from_dict(args[0])
+        args = args[1:]
+    if len(args) > len(SEED_POSITIONAL):
+        raise TypeError(f"VisionTransformer takes at most {len(SEED_POSITIONAL)} positional arguments")
+    for name, value in zip(SEED_POSITIONAL, args, strict=False):
+        if name in kwargs:
+            raise TypeError(f"VisionTransformer got {name!r} both positionally and by keyword")
+        kwargs[name] = value
+    embed_layer = kwargs.pop("embed_layer", PatchEmbed)
+    return (base.replace(**kwargs) if kwargs else base), embed_layer
+
+
+class VisionTransformer(nn.Module):
+    """A Vision Transformer built from a `ViTConfig` or its fields.
+
+    `VisionTransformer(embed_dim=384, depth=12, num_heads=6, attention_type="sdpa")`,
+    `VisionTransformer(ViTConfig(...))` and seed 000's positional form are the same model;
+    `model.config` rebuilds it. `embed_layer` (not part of the config) must take PatchEmbed's
+    arguments and, like it, return a (B, h, w, D) grid from `forward(x, flatten=False)`.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__()
+        cfg, embed_layer = _resolve_config(args, dict(kwargs))
+        self.config = cfg
+        self.num_classes = cfg.num_classes
+        self.global_pool = cfg.global_pool
+        self.embed_dim = self.num_features = cfg.embed_dim
+        self.num_prefix_tokens = cfg.num_prefix_tokens
+        self.no_embed_class = cfg.no_embed_class or cfg.pos_embed == "sincos"
+        self.dynamic_img_size = cfg.dynamic_img_size
+        self.ignore_head = cfg.ignore_head
+        self.num_recomputing_layers = min(cfg.num_recomputing_layers, cfg.num_blocks)
+
+        embed_args = dict(
+            img_size=cfg.img_size,
+            patch_size=cfg.patch_size,
+            in_chans=cfg.in_chans,
+            embed_dim=cfg.embed_dim,
+            bias=not cfg.norm_pre if cfg.patch_bias is None else cfg.patch_bias,
+            strict_img_size=not cfg.dynamic_img_size,
+            dynamic_img_pad=cfg.dynamic_img_pad,
+            crop_remainder=cfg.crop_remainder,
+        )
+        try:
+            self.patch_embed = embed_layer(**embed_args)
+        except TypeError as err:
+            raise TypeError(
+                f"embed_layer {embed_layer!r} must accept vitkit.layers.PatchEmbed's arguments "
+                f"({', '.join(embed_args)}): {err}"
+            ) from err
+        grid = self.patch_embed.grid_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.class_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, cfg.reg_tokens, cfg.embed_dim)) if cfg.reg_tokens else None
+        self.pos_embed: nn.Parameter | torch.Tensor | None
+        if cfg.pos_embed == "learn":
+            embed_len = grid[0] * grid[1] + (0 if self.no_embed_class else self.num_prefix_tokens)
+            self.pos_embed = nn.Parameter(torch.zeros(1, embed_len, cfg.embed_dim))
+        elif cfg.pos_embed == "sincos":
+            # Fixed, so not saved: rebuilt from the grid (and for other grids on the fly).
+            self.register_buffer("pos_embed", sincos_2d(*grid, cfg.embed_dim)[None], persistent=False)
+        else:
+            self.pos_embed = None
+        self.pos_drop = nn.Dropout(cfg.drop_rate if cfg.pos_drop_rate is None else cfg.pos_drop_rate)
+        self.norm_pre = create_norm(cfg.norm_layer, cfg.embed_dim, cfg.norm_eps) if cfg.norm_pre else nn.Identity()
+
+        # Stochastic depth grows linearly with depth (rates of the full depth, even if select_layer cuts it).
+        drop_path = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
+        self.blocks = nn.Sequential(*[
+            TransformerBlock(
+                dim=cfg.embed_dim,
+                num_heads=cfg.num_heads,
+                mlp_ratio=cfg.mlp_ratio,
+                qkv_bias=cfg.qkv_bias,
+                qk_norm=cfg.qk_norm,
+                proj_bias=cfg.proj_bias,
+                drop=cfg.drop_rate if cfg.proj_drop_rate is None else cfg.proj_drop_rate,
+                attn_drop=cfg.attn_drop_rate,
+                drop_path=drop_path[i],
+                init_values=cfg.init_values,
+                act_layer=cfg.act_layer,
+                norm_layer=cfg.norm_layer,
+                norm_eps=cfg.norm_eps,
+                mlp_layer=cfg.mlp_layer,
+                attention_type=cfg.attention_type,
+                deterministic=cfg.deterministic,
+                pre_norm=cfg.pre_norm,
+            )
+            for i in range(cfg.num_blocks)
+        ])
+        final_norm = cfg.final_norm and not cfg.use_fc_norm
+        self.norm = create_norm(cfg.norm_layer, cfg.embed_dim, cfg.norm_eps) if final_norm else nn.Identity()
+        self.attn_pool = (
+            AttentionPoolLatent(
+                cfg.embed_dim,
+                num_heads=cfg.num_heads,
+                mlp_ratio=cfg.mlp_ratio,
+                act_layer=cfg.act_layer,
+                norm_layer=cfg.norm_layer,
+                norm_eps=cfg.norm_eps,
+                attention_type=cfg.attention_type,
+            )
+            if cfg.global_pool == "map"
+            else None
+        )
+        use_fc_norm = cfg.final_norm and cfg.use_fc_norm
+        self.fc_norm = create_norm(cfg.norm_layer, cfg.embed_dim, cfg.norm_eps) if use_fc_norm else nn.Identity()
+        self.head_drop = nn.Dropout(cfg.head_drop_rate)
+        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        if cfg.weight_init != "skip":
+            self.init_weights(cfg.weight_init)
+
+    # -- initialisation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_weights(self, mode: str = "") -> None:
+        """timm's schemes: '' truncated normal(0.02) for linears; 'jax' Xavier/LeCun as big_vision."""
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for token in (self.cls_token, self.reg_token):
+            if token is not None:
+                nn.init.normal_(token, std=1e-6)
+        if self.attn_pool is not None:
+            nn.init.trunc_normal_(self.attn_pool.latent, std=self.embed_dim**-0.5)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                if mode == "jax":
+                    _init_linear_jax(name, module)
+                else:
+                    nn.init.trunc_normal_(module.weight, std=0.02)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv2d) and mode == "jax":
+                fan_in = module.in_channels * math.prod(module.kernel_size)
+                nn.init.trunc_normal_(module.weight, std=math.sqrt(1.0 / fan_in) / 0.87962566103423978)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, LayerScale):
+                nn.init.constant_(module.gamma, self.config.init_values)
+
+    # -- forward pieces -------------------------------------------------------------------------
+
+    def _pos_embed_for(self, height: int, width: int) -> torch.Tensor | None:
+        """The position table for an (height, width) patch grid, resampled when it is not the native one."""
+        if self.pos_embed is None or (height, width) == tuple(self.patch_embed.grid_size):
+            return self.pos_embed
+        if self.config.pos_embed == "sincos":
+            return sincos_2d(height, width, self.embed_dim, device=self.pos_embed.device)[None]
+        return resample_abs_pos_embed(
+            self.pos_embed,
+            new_size=(height, width),
+            old_size=self.patch_embed.grid_size,
+            num_prefix_tokens=0 if self.no_embed_class else self.num_prefix_tokens,
+        )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> tokens (B, prefix + h*w, D), position embedding added."""
+        grid = self.patch_embed(x, flatten=False)  # (B, h, w, D)
+        B, h, w, D = grid.shape
+        x = grid.reshape(B, h * w, D)
+        prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        pos = self._pos_embed_for(h, w)
+        if pos is not None and self.no_embed_class:
+            x = x + pos.to(x.dtype)
+        if prefix:
+            x = torch.cat([*prefix, x], dim=1)
+        if pos is not None and not self.no_embed_class:
+            x = x + pos.to(x.dtype)
+        return self.norm_pre(self.pos_drop(x))
+
+    def _block(self, index: int, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Run block `index`, recomputing it in backward when it is among the first N to recompute."""
+        block = self.blocks[index]
+        if index < self.num_recomputing_layers and torch.is_grad_enabled():
+            return checkpoint(block, x, attn_mask, use_reentrant=False)
+        return block(x, attn_mask)
+
+    def forward_features(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) -> normalised tokens (B, T, D)."""
+        x = self.embed(x)
+        for i in range(len(self.blocks)):
+            x = self._block(i, x, attn_mask)
+        return self.norm(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, T, D) -> (B, D) by `global_pool`; '' keeps the tokens."""
+        if self.attn_pool is not None:
+            return self.attn_pool(x[:, self.num_prefix_tokens:])
+        return pool_tokens(x, self.global_pool, self.num_prefix_tokens)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.fc_norm(self.pool(x)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        return x if self.ignore_head else self.forward_head(x)
+
+    # -- feature extraction ---------------------------------------------------------------------
+
+    def _resolve_indices(self, indices: int | Sequence[int] | None) -> list[int]:
+        n = len(self.blocks)
+        if indices is None:
+            return list(range(n))
+        if isinstance(indices, int):
+            if not 0 < indices <= n:
+                raise ValueError(f"indices={indices} asks for the last {indices} blocks; the model has {n}")
+            return list(range(n - indices, n))
+        resolved = sorted({i + n if i < 0 else i for i in indices})
+        if any(not 0 <= i < n for i in resolved):
+            raise ValueError(f"indices {list(indices)} out of range for {n} blocks (use -{n}..{n - 1})")
+        return resolved
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list | tuple[torch.Tensor, list]:
+        """Block outputs at `indices` (an int n: the last n), as (B, D, h, w) 'NCHW' or (B, N, D) 'NLC'.
+
+        With `norm=True` each is passed through the final norm (DeepSeek-VL2 style); without it they
+        are raw block outputs (HF `hidden_states`). Returns (final tokens, intermediates) unless
+        `intermediates_only`.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take = self._resolve_indices(indices)
+        B, _, H, W = x.shape
+        h, w = self.patch_embed.grid_for(H, W)
+        x = self.embed(x)
+        last = take[-1] if (stop_early or intermediates_only) else len(self.blocks) - 1
+        intermediates = []
+        for i in range(last + 1):
+            x = self._block(i, x, None)
+            if i in take:
+                out = self.norm(x) if norm else x
+                prefix, spatial = out[:, : self.num_prefix_tokens], out[:, self.num_prefix_tokens:]
+                if output_fmt == "NCHW":
+                    spatial = spatial.reshape(B, h, w, -1).permute(0, 3, 1, 2)  # (B, N, D) -> (B, D, h, w)
+                intermediates.append((spatial, prefix) if return_prefix_tokens else spatial)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    # -- training helpers -----------------------------------------------------------------------
+
+    def set_grad_checkpointing(self, enable: bool | int = True) -> None:
+        """Recompute blocks in backward: True all, False none, an int n the first n (at most all)."""
+        n = len(self.blocks) if enable is True else (0 if enable is False else int(enable))
+        if n < 0:
+            raise ValueError(f"grad checkpointing needs a block count >= 0, got {n}")
+        self.num_recomputing_layers = min(n, len(self.blocks))
+        self.config = self.config.replace(num_recomputing_layers=n)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that should not be weight-decayed: position table and learned tokens."""
+        names = {"pos_embed", "cls_token", "reg_token", "attn_pool.latent"}
+        return {n for n, _ in self.named_parameters() if n in names}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new (freshly initialised) head for `num_classes`; 0 removes it."""
+        changes: dict[str, object] = {"num_classes": num_classes}
+        if global_pool is not None and global_pool != self.global_pool:
+            if (global_pool == "map") != (self.attn_pool is not None):
+                raise ValueError("reset_classifier cannot add or remove a MAP head; build a new model instead")
+            changes["global_pool"] = global_pool
+        self.config = self.config.replace(**changes)
+        self.num_classes = num_classes
+        self.global_pool = self.config.global_pool
+        like = next(self.parameters())
+        self.head = (
+            nn.Linear(self.embed_dim, num_classes, device=like.device, dtype=like.dtype)
+            if num_classes > 0
+            else nn.Identity()
+        )
+        if num_classes > 0:
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+
+def _init_linear_jax(name: str, module: nn.Linear) -> None:
+    if name.startswith("head"):
+        nn.init.zeros_(module.weight)
+        nn.init.zeros_(module.bias)
+        return
+    nn.init.xavier_uniform_(module.weight)
+    if module.bias is not None:
+        if ".mlp." in f".{name}." and "fc" in name:
+            nn.init.normal_(module.bias, std=1e-6)
+        else:
+            nn.init.zeros_(module.bias)
