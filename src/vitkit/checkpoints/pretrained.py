@@ -16,13 +16,17 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
-    """Write `model` as a vitkit directory; each file is written to a temporary name and renamed."""
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, *,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `model` as a vitkit directory; each file is written to a temporary name and renamed.
+
+    `state_dict` replaces the model's own, e.g. the gathered full weights of a sharded (FSDP) model.
+    """
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_json"):
         raise TypeError(f"save_pretrained needs a vitkit model with a .config, got {type(model).__name__}")
     directory = Path(directory)
-    save_state_dict(model.state_dict(), directory / WEIGHTS_NAME)
+    save_state_dict(model.state_dict() if state_dict is None else state_dict, directory / WEIGHTS_NAME)
     write_text(directory / CONFIG_NAME, config.to_json() + "\n")
     return directory
 
