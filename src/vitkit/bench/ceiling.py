@@ -1,0 +1,61 @@
+"""The practical ceiling: how fast this device multiplies matrices of exactly the shapes a model's block uses.
+
+A ViT's time goes almost all into these products, so a model's achieved FLOP/s over this rate is how
+much of the reachable speed it gets (its efficiency), whatever the hardware.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+import torch
+
+from .flops import Gemm
+from .measure import time_steps
+
+
+@dataclass(frozen=True)
+class GemmTiming:
+    gemm: Gemm
+    seconds: float  # median of the timed repetitions
+
+    @property
+    def gflops_per_s(self) -> float:
+        return self.gemm.flops / self.seconds / 1e9
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The combined rate of a set of products, weighted as the model runs them (total FLOPs / total time)."""
+
+    timings: tuple[GemmTiming, ...]
+
+    @property
+    def gflops_per_s(self) -> float:
+        return sum(t.gemm.flops for t in self.timings) / sum(t.seconds for t in self.timings) / 1e9
+
+    def to_dict(self) -> dict:
+        return {
+            "gflops_per_s": self.gflops_per_s,
+            "gemms": [
+                {"name": t.gemm.name, "batch": t.gemm.batch, "m": t.gemm.m, "k": t.gemm.k, "n": t.gemm.n,
+                 "ms": 1000 * t.seconds, "gflops_per_s": t.gflops_per_s}
+                for t in self.timings
+            ],
+        }
+
+
+def time_gemm(gemm: Gemm, device: torch.device, dtype: torch.dtype, warmup: int, reps: int) -> GemmTiming:
+    """Median seconds of one product of `gemm`'s shape on random `dtype` matrices."""
+    generator = torch.Generator().manual_seed(0)
+    left = torch.randn((gemm.batch, gemm.m, gemm.k), generator=generator).to(device, dtype).squeeze(0)
+    right = torch.randn((gemm.batch, gemm.k, gemm.n), generator=generator).to(device, dtype).squeeze(0)
+    seconds = time_steps(lambda: torch.matmul(left, right), device, warmup, reps)
+    return GemmTiming(gemm, statistics.median(seconds))
+
+
+def measure_ceiling(gemms: list[Gemm], device: torch.device, dtype: torch.dtype, warmup: int = 1,
+                    reps: int = 5) -> Ceiling:
+    """Time each product (same device, dtype and threads as the candidates) and combine them."""
+    return Ceiling(tuple(time_gemm(g, device, dtype, warmup, reps) for g in gemms))

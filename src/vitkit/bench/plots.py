@@ -1,0 +1,91 @@
+"""PNG charts of benchmark reports (matplotlib, Agg backend: no display needed), written atomically."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..checkpoints.io import atomic_path
+
+
+def _figure(ncols: int, width: float = 6.0, height: float = 4.0):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    return plt, fig, axes[0]
+
+
+def _save(plt, fig, path: str | os.PathLike) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def plot_model(report: dict[str, Any], path: str | os.PathLike) -> None:
+    """Bars of img/s per candidate, one panel per mode, each bar labelled with its ratio to the baseline."""
+    s = report["settings"]
+    modes = list(report["ceilings"])
+    plt, fig, axes = _figure(len(modes), width=max(5.0, 1.2 * len(report["rows"]) / len(modes) + 2))
+    for ax, mode in zip(axes, modes, strict=True):
+        rows = [row for row in report["rows"] if row["mode"] == mode and row["status"] == "ok"]
+        names = [row["candidate"] for row in rows]
+        colors = ["tab:blue" if name.startswith("vitkit") else "tab:gray" for name in names]
+        bars = ax.bar(names, [row["img_per_s"] for row in rows], color=colors)
+        ax.bar_label(bars, labels=[f"{row['ratio']:.2f}×" for row in rows], padding=2)
+        ax.set_title(f"{s['model']} · {mode} · batch {s['batch_size']} · {s['precision']}\n"
+                     f"(labels: throughput ratio to {report['baselines'][mode]})")
+        ax.set_xlabel("candidate")
+        ax.set_ylabel("images per second (median)")
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.margins(y=0.15)
+    _save(plt, fig, path)
+
+
+def plot_attention(report: dict[str, Any], path: str | os.PathLike) -> None:
+    """Kernel time (forward, forward+backward) and peak memory against the token count, one line per backend."""
+    s = report["settings"]
+    panels = [("fwd", "ms"), ("fwd+bwd", "ms"), ("fwd", "peak_mem_mb"), ("fwd+bwd", "peak_mem_mb")]
+    backends = list(dict.fromkeys(row["backend"] for row in report["rows"]))
+    plt, fig, axes = _figure(len(panels), width=4.5)
+    for ax, (pass_, key) in zip(axes, panels, strict=True):
+        for index, backend in enumerate(backends):
+            points = [(row["tokens"], row[key]) for row in report["rows"]
+                      if row["backend"] == backend and row["pass"] == pass_ and row[key] is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=backend, color=f"C{index}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(list(s["tokens"]), [str(n) for n in s["tokens"]])
+        ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
+        ax.set_xlabel("tokens")
+        ax.set_ylabel("milliseconds (median)" if key == "ms" else "peak tensor memory (MiB)")
+        ax.set_title(f"{pass_} {'time' if key == 'ms' else 'memory'} · {s['heads']}×{s['head_dim']} · "
+                     f"{s['precision']}")
+        if ax.lines:
+            ax.legend()
+    _save(plt, fig, path)
+
+
+def plot_memory(report: dict[str, Any], path: str | os.PathLike) -> None:
+    """The memory/time trade-off of gradient checkpointing: peak memory and step time per recomputed blocks."""
+    s = report["settings"]
+    rows = [row for row in report["rows"] if row["status"] == "ok"]
+    plt, fig, (ax,) = _figure(1, width=7.0)
+    levels = [row["recomputed"] for row in rows]
+    memory = [row["train_mem_mb"] for row in rows]
+    times = [row["ms_per_step"] for row in rows]
+    ax.plot(levels, memory, marker="o", color="tab:blue")
+    ax.set_xlabel("blocks recomputed in backward (num_recomputing_layers)")
+    ax.set_ylabel("peak training memory above the idle process (MiB)", color="tab:blue")
+    ax.set_ylim(0, 1.15 * max(memory, default=1.0))
+    ax.set_xticks(levels)
+    twin = ax.twinx()
+    twin.plot(levels, times, marker="s", color="tab:red")
+    twin.set_ylabel("milliseconds per training step (median)", color="tab:red")
+    twin.set_ylim(0, 1.15 * max(times, default=1.0))
+    ax.set_title(f"{s['model']} · batch {s['batch_size']} · {s['precision']} · {s['device']}")
+    _save(plt, fig, path)

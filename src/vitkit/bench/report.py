@@ -1,0 +1,149 @@
+"""Benchmark reports for people (rich tables) and machines (JSON files, written atomically)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from ..checkpoints.io import write_text
+
+_STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red"}
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """`data` as indented JSON at `path`, atomically (a half-written file never appears)."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def _sig(value: float | None) -> str:
+    """At least three significant digits, never in exponent form: 0.00447, 4.61, 1,234."""
+    if value is None:
+        return ""
+    digits = 2 - math.floor(math.log10(abs(value))) if value else 0
+    return f"{value:,.{max(digits, 0)}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.0f}%"
+
+
+def _delta(row: dict[str, Any]) -> float | None:
+    """Peak memory above the process's memory before the model was built."""
+    if row["peak_mem_mb"] is None or row["base_mem_mb"] is None:
+        return None
+    return row["peak_mem_mb"] - row["base_mem_mb"]
+
+
+def _status(row: dict[str, Any]) -> Text:
+    return Text(row["status"], style=_STATUS_STYLE.get(row["status"], ""))
+
+
+def _machine_caption(machine: dict[str, Any]) -> str:
+    return (f"{machine['device']} · {machine['torch_threads']} torch threads · torch {machine['torch']} · "
+            f"vitkit {machine['vitkit']}")
+
+
+def _remarks(rows: list[dict[str, Any]], key: str, part: str | None = None) -> list[str]:
+    """One line per distinct reason (rows that did not run) or note (rows that did), named by `key`;
+    the `part` (mode or pass) is named only when the remark does not hold for all of the key's rows."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        text = row["reason"] if row["status"] != "ok" else row.get("notes", "")
+        if text:
+            groups.setdefault((str(row[key]), text), []).append(str(row[part]) if part else "")
+    lines = []
+    for (name, text), parts in groups.items():
+        every = {str(row[part]) for row in rows if str(row[key]) == name} if part else set()
+        scope = f" ({', '.join(dict.fromkeys(parts))})" if part and set(parts) != every else ""
+        lines.append(f"{name}{scope}: {text}")
+    return lines
+
+
+def model_table(report: dict[str, Any]) -> Table:
+    """One row per candidate and mode: speed, spread, memory, FLOPs, efficiency and the ratio."""
+    s = report["settings"]
+    title = (f"{s['model']} · batch {s['batch_size']} · {s['precision']} · {s['device']}"
+             f"{' · compiled' if s['compile'] else ''}"
+             f"{' · ' + str(s['grad_checkpointing']) + ' blocks recomputed' if s['grad_checkpointing'] else ''}")
+    ceilings = " · ".join(f"{mode} {_sig(c['gflops_per_s'])} GFLOP/s" for mode, c in report["ceilings"].items())
+    ratio_vs = " · ".join(f"{mode}: {base}" for mode, base in report["baselines"].items() if base)
+    caption = "\n".join([
+        f"same-shape matmul ceiling: {ceilings}; ratio = img/s over {ratio_vs or 'n/a'}",
+        "peak MB: CUDA peak allocated or the process's peak RSS; Δ MB: above the process before the model was built",
+        *_remarks(report["rows"], "candidate", "mode"),
+        _machine_caption(report["machine"]),
+    ])
+    table = Table(title=Text(title), caption=Text(caption), title_justify="left", caption_justify="left")
+    for name, justify in (("candidate", "left"), ("mode", "left"), ("status", "left"), ("img/s", "right"),
+                          ("ms/step", "right"), ("IQR", "right"), ("peak MB", "right"), ("Δ MB", "right"),
+                          ("GFLOP/img", "right"),
+                          ("GFLOP/s", "right"), ("eff.", "right"), ("ratio", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for row in report["rows"]:
+        table.add_row(
+            Text(row["candidate"]), row["mode"], _status(row), _num(row["img_per_s"]), _num(row["ms_per_step"]),
+            "" if row["spread_pct"] is None else f"{row['spread_pct']:.0f}%", _num(row["peak_mem_mb"], 0),
+            _num(_delta(row), 0), _sig(row["gflops_per_image"]), _sig(row["gflops_per_s"]), _pct(row["efficiency"]),
+            "" if row["ratio"] is None else f"{row['ratio']:.2f}",
+        )
+    return table
+
+
+def _collapse_unrunnable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A backend that ran nothing, for one reason, becomes a single row (tokens and pass 'all')."""
+    out: list[dict[str, Any]] = []
+    for backend in dict.fromkeys(row["backend"] for row in rows):
+        own = [row for row in rows if row["backend"] == backend]
+        if all(row["status"] != "ok" for row in own) and len({row["reason"] for row in own}) == 1:
+            out.append({**own[0], "tokens": "all", "pass": "all"})
+        else:
+            out += own
+    return out
+
+
+def attention_table(report: dict[str, Any]) -> Table:
+    """One row per backend, token count and pass: kernel time, spread, memory and FLOP/s."""
+    s = report["settings"]
+    title = (f"attention · batch {s['batch_size']} · {s['heads']} heads × {s['head_dim']} · {s['precision']} · "
+             f"{s['device']}")
+    caption = "\n".join([*_remarks(report["rows"], "backend", "pass"), _machine_caption(report["machine"]),
+                         "memory: peak of the tensors made by the call (inputs excluded)"])
+    table = Table(title=Text(title), caption=Text(caption), title_justify="left", caption_justify="left")
+    for name, justify in (("backend", "left"), ("tokens", "right"), ("pass", "left"), ("status", "left"),
+                          ("ms", "right"), ("IQR", "right"), ("peak MB", "right"), ("GFLOP/s", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for row in _collapse_unrunnable(report["rows"]):
+        table.add_row(
+            Text(row["backend"]), str(row["tokens"]), row["pass"], _status(row), _num(row["ms"], 2),
+            "" if row["spread_pct"] is None else f"{row['spread_pct']:.0f}%", _sig(row["peak_mem_mb"]),
+            _sig(row["gflops_per_s"]),
+        )
+    return table
+
+
+def memory_table(report: dict[str, Any]) -> Table:
+    """One row per number of recomputed blocks: peak training memory and step time, each against none."""
+    s = report["settings"]
+    title = f"{s['model']} training · batch {s['batch_size']} · {s['precision']} · {s['device']}"
+    caption = "\n".join([*_remarks(report["rows"], "recomputed"), _machine_caption(report["machine"]),
+                         "train MB: peak less the process before the model was built; ratios against the first row"])
+    table = Table(title=Text(title), caption=Text(caption), title_justify="left", caption_justify="left")
+    for name in ("recomputed", "status", "peak MB", "train MB", "mem × none", "ms/step", "IQR", "time × none"):
+        table.add_column(name, justify="left" if name == "status" else "right", no_wrap=True)
+    for row in report["rows"]:
+        table.add_row(
+            str(row["recomputed"]), _status(row), _num(row["peak_mem_mb"], 0), _num(row["train_mem_mb"], 0),
+            _num(row["mem_vs_none"], 2),
+            _num(row["ms_per_step"]), "" if row["spread_pct"] is None else f"{row['spread_pct']:.0f}%",
+            _num(row["time_vs_none"], 2),
+        )
+    return table

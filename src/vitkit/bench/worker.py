@@ -1,0 +1,189 @@
+"""`python -m vitkit.bench.worker`: time ONE candidate in this process; a JSON spec on stdin, the result on stdout.
+
+Each candidate gets a fresh process so that its imports, allocator state and peak memory are its own.
+Whatever the libraries print goes to stderr; stdout carries only the result. Modes run in the order
+infer, then train, so the process's peak memory read after each is that mode's (training needs more).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import BackendUnavailableError
+from ..models import config_from_dict
+from .candidates import (
+    PEERS,
+    Built,
+    ModelConfig,
+    Unsupported,
+    build_vitkit,
+    check_vitkit,
+    image_shape,
+    vitkit_attention,
+)
+from .flops import counted_flops, flop_counter
+from .measure import (
+    autocast,
+    current_memory_mb,
+    peak_memory_mb,
+    precision_dtype,
+    reset_peak_memory,
+    resolve_device,
+    time_steps,
+)
+from .spec import MODES, CandidateSpec
+
+
+def make_batch(config: ModelConfig, batch_size: int, seed: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The same images and labels for every candidate: drawn from their own generator, on the CPU."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn((batch_size, *image_shape(config)), generator=generator)
+    labels = torch.randint(0, max(config.num_classes, 1), (batch_size,), generator=generator)
+    return images.to(device), labels.to(device)
+
+
+def _loss(output: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Cross-entropy on random labels for a classifier; the mean square of the features for a headless model."""
+    if num_classes and output.shape == (labels.shape[0], num_classes):
+        return F.cross_entropy(output.float(), labels)
+    return output.float().square().mean()
+
+
+def _infer_step(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str) -> Callable[[], None]:
+    def step() -> None:
+        with torch.inference_mode(), autocast(device, precision):
+            model(images)
+
+    return step
+
+
+def _train_step(model: nn.Module, params: list[nn.Parameter], batch: tuple[torch.Tensor, ...], num_classes: int,
+                device: torch.device, precision: str) -> Callable[[], None]:
+    """Forward, backward and an AdamW step (loss-scaled for fp16 on CUDA, as mixed-precision training is)."""
+    images, labels = batch
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
+
+    def step() -> None:
+        with autocast(device, precision):
+            loss = _loss(model(images), labels, num_classes)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _attention_note(spec: CandidateSpec, config: ModelConfig, device: torch.device, train: bool) -> str:
+    """Which kernel `auto` runs; raises Unsupported when a named backend cannot run this mode here."""
+    kernel = vitkit_attention(config, spec.attention, device, precision_dtype(spec.precision), train)
+    return f"attention auto -> {kernel}" if spec.attention == "auto" else ""
+
+
+def _measure(spec: CandidateSpec, built: Built, config: ModelConfig, mode: str, device: torch.device,
+             batch: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    train = mode == "train"
+    model = built.model
+    notes = _attention_note(spec, config, device, train) if spec.candidate == "vitkit" else built.notes
+    try:  # eagerly, before any compilation; a cross-check only, so a kernel the counter cannot trace is no failure
+        flops = counted_flops(model, batch[0][:1], train)
+    except Exception as err:
+        flops = None
+        notes = "; ".join(filter(None, [notes, f"FLOPs not countable ({type(err).__name__})"]))
+    model.zero_grad(set_to_none=True)
+    model.train(train)
+    runner = torch.compile(model) if spec.compile else model
+    if train:
+        params = [p for p in model.parameters() if p.requires_grad]
+        step = _train_step(runner, params, batch, config.num_classes, device, spec.precision)
+    else:
+        step = _infer_step(runner, batch[0], device, spec.precision)
+    reset_peak_memory(device)
+    seconds = time_steps(step, device, spec.warmup, spec.steps)
+    return {"status": "ok", "notes": notes, "step_s": seconds, "peak_mem_mb": peak_memory_mb(device),
+            "flops_counted": flops}
+
+
+def _import(candidate: str) -> None:
+    """Import the candidate's library, and what the FLOP counter loads on first use (~800 modules of
+    torch), up front: the memory baseline must include them, or the lighter libraries look heavier."""
+    with flop_counter():
+        nn.Linear(1, 1)(torch.ones(1, 1))
+    if candidate in PEERS:
+        peer = PEERS[candidate]
+        try:
+            importlib.import_module(peer.module)
+        except ImportError as err:
+            raise Unsupported(f"{peer.dist} cannot be imported here ({err}); fix: pip install {peer.dist}") from err
+
+
+def _build(spec: CandidateSpec, config: ModelConfig, device: torch.device) -> tuple[Built, float | None]:
+    """Check, import, read the memory baseline, build: (the candidate, the baseline in MiB)."""
+    if spec.candidate == "vitkit":
+        check_vitkit(config, spec.grad_checkpointing)
+    else:
+        PEERS[spec.candidate].check(config, spec.grad_checkpointing)
+    _import(spec.candidate)
+    base = current_memory_mb(device)
+    if spec.candidate == "vitkit":
+        return build_vitkit(config, device, spec.attention, spec.grad_checkpointing), base
+    return PEERS[spec.candidate].build(config, device, spec.grad_checkpointing), base
+
+
+def _failure(err: BaseException) -> dict[str, str]:
+    if isinstance(err, Unsupported | BackendUnavailableError):
+        return {"status": "skipped", "reason": str(err)}
+    if isinstance(err, torch.OutOfMemoryError):
+        return {"status": "failed", "reason": "out of memory"}
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return {"status": "failed", "reason": f"{type(err).__name__}: {first}"}
+
+
+def run_candidate(spec: CandidateSpec) -> dict[str, Any]:
+    """Build the candidate and time each of its modes; never raises for a candidate that cannot run.
+
+    Returns {'library', 'params', 'modes': {mode: {'status': 'ok', 'step_s', 'peak_mem_mb', 'flops_counted',
+    'notes'} or {'status': 'skipped' | 'failed', 'reason'}}}.
+    """
+    device = resolve_device(spec.device)
+    config = config_from_dict(spec.config)
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
+    torch.manual_seed(spec.seed)
+    try:
+        built, base = _build(spec, config, device)
+    except Exception as err:  # a peer that cannot build is a row, never a crash
+        return {"library": spec.candidate, "params": None, "modes": {mode: _failure(err) for mode in spec.modes}}
+    batch = make_batch(config, spec.batch_size, spec.seed, device)
+    results = {}
+    for mode in sorted(spec.modes, key=MODES.index):
+        try:
+            results[mode] = {**_measure(spec, built, config, mode, device, batch), "base_mem_mb": base}
+        except Exception as err:
+            results[mode] = _failure(err)
+    params = sum(p.numel() for p in built.model.parameters())
+    return {"library": built.library, "params": params, "modes": results}
+
+
+def main() -> None:
+    spec = CandidateSpec.from_dict(json.loads(sys.stdin.read()))
+    result_fd = os.dup(1)
+    os.dup2(2, 1)  # from here on, anything printed (by Python or C code) goes to stderr
+    result = run_candidate(spec)
+    sys.stdout.flush()
+    with os.fdopen(result_fd, "w") as out:
+        json.dump(result, out)
+
+
+if __name__ == "__main__":
+    main()

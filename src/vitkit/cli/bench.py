@@ -1,0 +1,166 @@
+"""`vitkit bench`: vitkit against timm, vit-pytorch and HF; `bench attention`; `bench memory`.
+
+`vitkit bench [--model NAME ...]` is the model benchmark; the subcommands are the kernel and the
+gradient-checkpointing benchmarks. Each parses its options and calls `vitkit.bench`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..bench.attention_bench import DEFAULT_BACKENDS, AttentionBenchSettings, run_attention_bench
+from ..bench.memory_bench import MemoryBenchSettings, run_memory_bench
+from ..bench.plots import plot_attention, plot_memory, plot_model
+from ..bench.report import attention_table, memory_table, model_table, write_json
+from ..bench.runner import ModelBenchSettings, run_model_bench
+from .app import app
+from .output import console
+
+bench_app = typer.Typer(
+    name="bench",
+    help="Benchmark vitkit against its peers (default), its attention kernels, or gradient checkpointing.",
+    add_completion=False,
+)
+app.add_typer(bench_app)
+
+_COMMON = {
+    "precision": typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 under autocast."),
+    "steps": typer.Option(10, "--steps", help="Timed steps; the median and spread are reported."),
+    "warmup": typer.Option(2, "--warmup", help="Untimed steps first."),
+    "device": typer.Option("auto", "--device", help="auto (CUDA when visible), cpu, cuda or cuda:N."),
+    "seed": typer.Option(0, "--seed", help="Seed of weights and inputs (the same for every candidate)."),
+    "threads": typer.Option(None, "--threads", help="torch intra-op threads (default: torch's, one per core)."),
+    "json": typer.Option(None, "--json", metavar="FILE", help="Also write the full report as JSON."),
+    "plot": typer.Option(None, "--plot", metavar="FILE", help="Also draw a PNG chart."),
+}
+
+
+def split_list(value: str, option: str) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b'), blanks dropped; ValueError naming `option` when nothing is left."""
+    items = tuple(item.strip() for item in value.split(",") if item.strip())
+    if not items:
+        raise ValueError(f"{option} needs at least one name, got {value!r}")
+    return items
+
+
+def parse_ints(value: str, option: str) -> tuple[int, ...]:
+    """'197,577' or '0-12' (a range, ends included) -> integers; ValueError naming `option`."""
+    numbers: list[int] = []
+    try:
+        for item in split_list(value, option):
+            low, _, high = item.partition("-")
+            numbers += range(int(low), int(high or low) + 1)
+    except ValueError:
+        raise ValueError(f"{option} takes comma-separated integers or ranges like 0-12, got {value!r}") from None
+    return tuple(numbers)
+
+
+def _progress(message: str) -> None:
+    typer.echo(f"running {message} ...", err=True)
+
+
+def _outputs(report: dict, table, json_path: Path | None, plot_path: Path | None, plot) -> None:
+    console().print(table(report))
+    if json_path is not None:
+        write_json(json_path, report)
+    if plot_path is not None:
+        plot(report, plot_path)
+
+
+@bench_app.callback(invoke_without_command=True)
+def bench(
+    ctx: typer.Context,
+    model: str = typer.Option("vit_small_patch16_224", "--model", help="A registered model (see `vitkit models`)."),
+    mode: str = typer.Option("infer", "--mode", help="infer (inference_mode), train (fwd+bwd+AdamW) or both."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per step."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Image size (default: the model's)."),
+    precision: str = _COMMON["precision"],
+    attention: str = typer.Option(
+        "auto", "--attention", help="vitkit rows: auto, all, or backends like sdpa,math,flex."
+    ),
+    peers: str = typer.Option(
+        "all", "--peers", help="timm, vit-pytorch, vit-pytorch-flash, hf (comma-separated), all, or none."
+    ),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile every candidate (warm-up compiles)."),
+    grad_checkpointing: int = typer.Option(
+        0, "--grad-checkpointing", help="Train mode: recompute the first N blocks in backward."
+    ),
+    steps: int = _COMMON["steps"],
+    warmup: int = _COMMON["warmup"],
+    device: str = _COMMON["device"],
+    seed: int = _COMMON["seed"],
+    threads: int | None = _COMMON["threads"],
+    json_path: Path | None = _COMMON["json"],
+    plot_path: Path | None = _COMMON["plot"],
+) -> None:
+    """Time vitkit and the libraries users would pick instead, each in its own process, on the same batch.
+
+    Reports median img/s and ms/step with their spread, peak memory, GFLOPs per image, achieved
+    GFLOP/s, efficiency against same-shape matrix products on this device, and the ratio to the first peer.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = ModelBenchSettings(
+        model=model, mode=mode, batch_size=batch_size, img_size=img_size, precision=precision,
+        attention=split_list(attention, "--attention"), peers=split_list(peers, "--peers"), compile=compile_,
+        grad_checkpointing=grad_checkpointing, steps=steps, warmup=warmup, device=device, seed=seed,
+        threads=threads,
+    )
+    report = run_model_bench(settings, progress=_progress).to_dict()
+    _outputs(report, model_table, json_path, plot_path, plot_model)
+
+
+@bench_app.command("attention")
+def bench_attention(
+    tokens: str = typer.Option("197,577,1025,4097", "--tokens", help="Token counts, comma-separated."),
+    heads: int = typer.Option(12, "--heads", help="Attention heads."),
+    head_dim: int = typer.Option(64, "--head-dim", help="Width of each head."),
+    batch_size: int = typer.Option(1, "--batch-size", help="Sequences per call."),
+    backends: str = typer.Option(",".join(DEFAULT_BACKENDS), "--backends", help="Kernels to time, or all."),
+    precision: str = _COMMON["precision"],
+    steps: int = _COMMON["steps"],
+    warmup: int = _COMMON["warmup"],
+    device: str = _COMMON["device"],
+    seed: int = _COMMON["seed"],
+    threads: int | None = _COMMON["threads"],
+    json_path: Path | None = _COMMON["json"],
+    plot_path: Path | None = _COMMON["plot"],
+) -> None:
+    """Kernel time and memory of each attention backend, forward and forward+backward, over token counts."""
+    settings = AttentionBenchSettings(
+        tokens=parse_ints(tokens, "--tokens"), heads=heads, head_dim=head_dim, batch_size=batch_size,
+        backends=split_list(backends, "--backends"), precision=precision, steps=steps, warmup=warmup,
+        device=device, seed=seed, threads=threads,
+    )
+    report = run_attention_bench(settings, progress=_progress)
+    _outputs(report, attention_table, json_path, plot_path, plot_attention)
+
+
+@bench_app.command("memory")
+def bench_memory(
+    model: str = typer.Option("vit_base_patch16_224", "--model", help="A registered VisionTransformer."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
+    img_size: int | None = typer.Option(None, "--img-size", help="Image size (default: the model's)."),
+    levels: str | None = typer.Option(
+        None, "--levels", help="Recomputed-block counts, e.g. 0,6,12 or 0-12 (default: 0 to depth)."
+    ),
+    attention: str = typer.Option("auto", "--attention", help="vitkit's attention backend."),
+    precision: str = _COMMON["precision"],
+    steps: int = typer.Option(3, "--steps", help="Timed training steps per level."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed steps first."),
+    device: str = _COMMON["device"],
+    seed: int = _COMMON["seed"],
+    threads: int | None = _COMMON["threads"],
+    json_path: Path | None = _COMMON["json"],
+    plot_path: Path | None = _COMMON["plot"],
+) -> None:
+    """Peak training memory and step time for num_recomputing_layers = 0 ... depth (the trade-off curve)."""
+    settings = MemoryBenchSettings(
+        model=model, batch_size=batch_size, img_size=img_size, precision=precision, attention=attention,
+        levels=None if levels is None else parse_ints(levels, "--levels"), steps=steps, warmup=warmup,
+        device=device, seed=seed, threads=threads,
+    )
+    report = run_memory_bench(settings, progress=_progress)
+    _outputs(report, memory_table, json_path, plot_path, plot_memory)
