@@ -35,16 +35,6 @@ class Ceiling:
     def gflops_per_s(self) -> float:
         return sum(t.gemm.flops for t in self.timings) / sum(t.seconds for t in self.timings) / 1e9
 
-    def to_dict(self) -> dict:
-        return {
-            "gflops_per_s": self.gflops_per_s,
-            "gemms": [
-                {"name": t.gemm.name, "batch": t.gemm.batch, "m": t.gemm.m, "k": t.gemm.k, "n": t.gemm.n,
-                 "ms": 1000 * t.seconds, "gflops_per_s": t.gflops_per_s}
-                for t in self.timings
-            ],
-        }
-
 
 def time_gemm(gemm: Gemm, device: torch.device, dtype: torch.dtype, warmup: int, reps: int) -> GemmTiming:
     """Median seconds of one product of `gemm`'s shape on random `dtype` matrices."""

@@ -28,7 +28,7 @@ def _save(plt, fig, path: str | os.PathLike) -> None:
 def plot_model(report: dict[str, Any], path: str | os.PathLike) -> None:
     """Bars of img/s per candidate, one panel per mode, each bar labelled with its ratio to the baseline."""
     s = report["settings"]
-    modes = list(report["ceilings"])
+    modes = report["settings"]["modes"]
     plt, fig, axes = _figure(len(modes), width=max(5.0, 1.2 * len(report["rows"]) / len(modes) + 2))
     for ax, mode in zip(axes, modes, strict=True):
         rows = [row for row in report["rows"] if row["mode"] == mode and row["status"] == "ok"]

@@ -1,9 +1,9 @@
 """`vitkit bench`: vitkit on each attention backend and each peer library, one subprocess each, same inputs.
 
-The parent measures the same-shape matrix-product ceiling first, then runs the candidates one after
-another, and turns their raw step times into rows: median and spread, peak memory, FLOPs (from the
-config, and as counted on the candidate), achieved FLOP/s, efficiency against the ceiling, and the
-throughput ratio against the first peer that ran.
+The parent runs the candidates one after another and turns their raw step times into rows: median and
+spread, peak memory, FLOPs (from the config, and as counted on the candidate), achieved FLOP/s,
+efficiency against the rate of same-shape matrix products (measured by each worker right after its
+timed steps, so under the same load), and the throughput ratio against the first peer that ran.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from ..attention import BACKENDS, canonical_name
 from ..models import get_config
 from ..models.config import SimpleViTConfig
 from .candidates import PEERS, ModelConfig, Unsupported, check_vitkit, vitkit_attention
-from .ceiling import measure_ceiling
-from .flops import analytic_flops, block_gemms
+from .flops import analytic_flops
 from .machine import machine_info
 from .measure import precision_dtype, resolve_device, summarize, torch_threads
 from .spec import MODES, CandidateSpec, check_ints
@@ -141,7 +140,8 @@ class Row:
     gflops_per_image: float | None = None  # the model's work, from the config
     gflops_counted: float | None = None  # what FlopCounterMode counted on this candidate, per image
     gflops_per_s: float | None = None  # achieved: gflops_per_image x img/s
-    efficiency: float | None = None  # achieved / the same-shape matrix-product ceiling
+    ceiling_gflops_per_s: float | None = None  # same-shape matrix products, timed right after the steps
+    efficiency: float | None = None  # achieved / ceiling
     ratio: float | None = None  # img/s over the baseline's (the first peer that ran)
 
 
@@ -149,13 +149,12 @@ class Row:
 class ModelBenchReport:
     settings: dict[str, Any]
     machine: dict[str, Any]
-    ceilings: dict[str, dict[str, Any]]  # mode -> Ceiling.to_dict()
     rows: list[Row]
     baselines: dict[str, str | None] = field(default_factory=dict)  # mode -> candidate the ratio is against
 
     def to_dict(self) -> dict[str, Any]:
         return {"benchmark": "model", "settings": self.settings, "machine": self.machine,
-                "ceilings": self.ceilings, "baselines": self.baselines,
+                "baselines": self.baselines,
                 "rows": [dataclasses.asdict(row) for row in self.rows]}
 
 
@@ -215,19 +214,20 @@ def _rows(name: str, result: dict[str, Any], settings: ModelBenchSettings) -> li
             counted = outcome["flops_counted"]
             row.gflops_counted = None if counted is None else counted / 1e9
             row.gflops_per_s = row.gflops_per_image * row.img_per_s
+            row.ceiling_gflops_per_s = outcome["ceiling_gflops_per_s"]
+            row.efficiency = row.gflops_per_s / row.ceiling_gflops_per_s
         rows.append(row)
     return rows
 
 
-def _finish(rows: list[Row], ceilings: dict[str, dict[str, Any]], peers: Sequence[str]) -> dict[str, str | None]:
-    """Fill efficiency and ratio; return the baseline per mode (first peer that ran, else the first row)."""
+def _ratios(rows: list[Row], modes: Sequence[str], peers: Sequence[str]) -> dict[str, str | None]:
+    """Fill the ratio column; return the baseline per mode (the first peer that ran, else the first row)."""
     baselines: dict[str, str | None] = {}
-    for mode, ceiling in ceilings.items():
+    for mode in modes:
         ran = [row for row in rows if row.mode == mode and row.status == "ok"]
         base = next((row for row in ran if row.candidate in peers), ran[0] if ran else None)
         baselines[mode] = base.candidate if base else None
         for row in ran:
-            row.efficiency = row.gflops_per_s / ceiling["gflops_per_s"]
             row.ratio = row.img_per_s / base.img_per_s
     return baselines
 
@@ -237,17 +237,11 @@ def vitkit_name(attention: str) -> str:
 
 
 def run_model_bench(settings: ModelBenchSettings, progress: Progress | None = None) -> ModelBenchReport:
-    """Measure the ceiling, then every candidate in its own process; see the module docstring."""
+    """Every candidate in its own process, one after another; see the module docstring."""
     say = progress or (lambda message: None)
     device = resolve_device(settings.device)
-    dtype = precision_dtype(settings.precision)
-    ceilings = {}
     with torch_threads(settings.threads):
         machine = machine_info(device)
-        for mode in settings.modes:
-            say(f"ceiling: same-shape matrix products ({mode})")
-            gemms = block_gemms(settings.config, settings.batch_size, train=mode == "train")
-            ceilings[mode] = measure_ceiling(gemms, device, dtype, reps=settings.steps).to_dict()
     rows: list[Row] = []
     jobs = [(vitkit_name(a), settings.spec("vitkit", a)) for a in settings.attention]
     jobs += [(peer, settings.spec(peer)) for peer in settings.peers]
@@ -261,6 +255,6 @@ def run_model_bench(settings: ModelBenchSettings, progress: Progress | None = No
             rows += _rows(name, run_worker(dataclasses.replace(spec, modes=runnable)), settings)
     order = [name for name, _ in jobs]
     rows.sort(key=lambda row: (MODES.index(row.mode), order.index(row.candidate)))
-    baselines = _finish(rows, ceilings, settings.peers)
-    settings_dict = {**dataclasses.asdict(settings), "device": str(device)}
-    return ModelBenchReport(settings_dict, machine, ceilings, rows, baselines)
+    baselines = _ratios(rows, settings.modes, settings.peers)
+    settings_dict = {**dataclasses.asdict(settings), "device": str(device), "modes": list(settings.modes)}
+    return ModelBenchReport(settings_dict, machine, rows, baselines)

@@ -30,7 +30,8 @@ from .candidates import (
     image_shape,
     vitkit_attention,
 )
-from .flops import counted_flops, flop_counter
+from .ceiling import measure_ceiling
+from .flops import block_gemms, counted_flops, flop_counter
 from .measure import (
     autocast,
     current_memory_mb,
@@ -110,8 +111,12 @@ def _measure(spec: CandidateSpec, built: Built, config: ModelConfig, mode: str, 
         step = _infer_step(runner, batch[0], device, spec.precision)
     reset_peak_memory(device)
     seconds = time_steps(step, device, spec.warmup, spec.steps)
-    return {"status": "ok", "notes": notes, "step_s": seconds, "peak_mem_mb": peak_memory_mb(device),
-            "flops_counted": flops}
+    peak = peak_memory_mb(device)
+    # The ceiling right here, right now: same process, threads and machine load as the steps just timed.
+    gemms = block_gemms(config, spec.batch_size, train)
+    ceiling = measure_ceiling(gemms, device, precision_dtype(spec.precision), reps=spec.steps)
+    return {"status": "ok", "notes": notes, "step_s": seconds, "peak_mem_mb": peak, "flops_counted": flops,
+            "ceiling_gflops_per_s": ceiling.gflops_per_s}
 
 
 def _import(candidate: str) -> None:
