@@ -1,7 +1,7 @@
 """vitkit: Vision Transformers whose attention runs on the fastest exact kernel the machine has."""
 
 from . import attention
-from .checkpoints import load_pretrained, save_pretrained
+from .checkpoints import convert_state_dict, load_pretrained, save_pretrained
 from .layers import EfficientAttention, TransformerBlock
 from .models import (
     SimpleViT,
@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "attention",
     "build_model",
+    "convert_state_dict",
     "create_model",
     "list_models",
     "load_pretrained",

@@ -1,16 +1,24 @@
-"""vitkit's own checkpoint: a directory of config.json (enough to rebuild the model) + model.safetensors."""
+"""Loading any supported checkpoint into a vitkit model with one key report, and saving vitkit's own directory
+(config.json, enough to rebuild the model, + model.safetensors)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..models import build_model, config_from_dict
-from .io import read_state_dict, save_state_dict, write_text
+from ..layers import resample_abs_pos_embed
+from ..models import ViTConfig, build_model, config_from_dict
+from .convert import Conversion, convert_state_dict
+from .io import save_state_dict, write_text
+from .sources import read_source
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -32,6 +40,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *,
 
 
 def read_config(directory: Path) -> dict:
+    """The config.json of a vitkit directory, as a dict."""
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; is it a vitkit model directory?")
@@ -41,54 +50,161 @@ def read_config(directory: Path) -> dict:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
 
 
-def key_report(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> tuple[list, list, list]:
-    """(missing, unexpected, shape-mismatched) keys of `state_dict` against `model`."""
+@dataclass
+class KeyReport:
+    """Every way a state dict and a model disagree, plus the keys a converter left out on purpose."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def summary(self, limit: int = 8) -> str:
+        parts = [
+            f"{len(items)} {label}: {', '.join(items[:limit])}{' ...' if len(items) > limit else ''}"
+            for label, items in (("missing", self.missing), ("unexpected", self.unexpected),
+                                 ("mismatched", self.mismatched))
+            if items
+        ]
+        return "; ".join(parts) or "all keys matched"
+
+
+def key_report(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> KeyReport:
+    """Missing, unexpected and shape-mismatched keys of `state_dict` against `model`."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
     mismatched = sorted(
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
         for k in set(own) & set(state_dict)
         if own[k].shape != state_dict[k].shape
     )
-    return missing, unexpected, mismatched
+    return KeyReport(sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own)), mismatched)
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str,
-                            strict: bool = True) -> None:
-    """Load with one report of missing / unexpected / mismatched keys; `strict` raises on any."""
-    missing, unexpected, mismatched = key_report(model, state_dict)
-    if mismatched or (strict and (missing or unexpected)):
-        parts = [
-            f"{len(items)} {label}: {', '.join(items[:8])}{' ...' if len(items) > 8 else ''}"
-            for label, items in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched))
-            if items
-        ]
-        raise ValueError(f"weights in {source} do not fit the model: " + "; ".join(parts))
+                            strict: bool = True) -> KeyReport:
+    """Load with one report of missing / unexpected / mismatched keys; `strict` raises on any, and a shape
+    mismatch always raises (the tensor cannot be loaded)."""
+    report = key_report(model, state_dict)
+    if report.mismatched or (strict and not report.clean):
+        raise ValueError(f"weights in {source} do not fit the model: {report.summary()}")
     model.load_state_dict(state_dict, strict=False)
+    return report
 
 
-def load_pretrained(source: str | os.PathLike, *, model: nn.Module | None = None, strict: bool = True) -> nn.Module:
-    """Load a vitkit directory (config.json + model.safetensors), or a weights file into `model`.
+@dataclass
+class Loaded:
+    """What `load_checkpoint` did: the model, the detected format and the conversion record, the key report."""
 
-    A weights file (.safetensors, or .pt/.pth/.bin read with weights_only=True) carries no config,
-    so it needs `model`. Returns the model, in eval mode.
-    """
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    if path.is_dir():
-        config = read_config(path)
-        weights = path / WEIGHTS_NAME
-        if model is None:
-            model = build_model(config_from_dict(config))
-        state_dict = read_state_dict(weights)
+    model: nn.Module
+    source_format: str
+    report: KeyReport
+    assumed: dict[str, str] = field(default_factory=dict)
+
+
+def _resample_pos_embed(state_dict: dict[str, torch.Tensor], model: nn.Module,
+                        old_grid: tuple[int, int] | None) -> None:
+    """Fit the checkpoint's learned table to the model's grid (bicubic, prefix rows kept, the model's flavour).
+    `old_grid` None: the table's grid is taken to be square."""
+    pos, own = state_dict.get("pos_embed"), getattr(model, "pos_embed", None)
+    if pos is None or not isinstance(own, nn.Parameter) or not isinstance(model.config, ViTConfig):
+        return
+    prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+    new_grid = tuple(model.patch_embed.grid_size)
+    if old_grid is None:
+        side = math.isqrt(max(pos.shape[1] - prefix, 0))
+        old_grid = (side, side) if side * side == pos.shape[1] - prefix else new_grid
+    if (pos.shape == own.shape and old_grid == new_grid) or pos.shape[1] - prefix != old_grid[0] * old_grid[1]:
+        return  # already fits, or not a table of that grid: the key report names the mismatch
+    state_dict["pos_embed"] = resample_abs_pos_embed(
+        pos, new_size=new_grid, old_size=old_grid, num_prefix_tokens=prefix,
+        antialias=model.config.pos_embed_antialias,
+    )
+
+
+def _drop_cut_blocks(state_dict: dict[str, torch.Tensor], model: nn.Module, dropped: list[str]) -> dict:
+    """Without the blocks `select_layer` leaves out of the model (DeepSeek-VL2 builds them neither)."""
+    config = model.config
+    if not isinstance(config, ViTConfig) or config.num_blocks == config.depth:
+        return state_dict
+    cut = [k for k in state_dict if k.startswith("blocks.") and int(k.split(".")[1]) >= config.num_blocks]
+    if cut:
+        dropped.append(f"{len(cut)} keys of blocks {config.num_blocks}..{config.depth - 1} "
+                       f"(select_layer={config.select_layer} keeps {config.num_blocks})")
+    return {k: v for k, v in state_dict.items() if k not in cut}
+
+
+def _grid(config: Any) -> tuple[int, int]:
+    size = config.img_size if isinstance(config, ViTConfig) else config.image_size
+    return size[0] // config.patch_size[0], size[1] // config.patch_size[1]
+
+
+def load_checkpoint(
+    source: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    source_format: str = "auto",
+    strict: bool = True,
+    img_size: int | tuple[int, int] | None = None,
+    **overrides: Any,
+) -> Loaded:
+    """`load_pretrained` with its record: format, key report, and config fields set by default."""
+    src = read_source(source)
+    conversion: Conversion | None = None
+    if src.vitkit_config is not None and source_format in ("auto", "vitkit"):
+        config = config_from_dict(src.vitkit_config)
+        config = config.replace(**overrides) if overrides else config
+        state_dict, fmt = src.state_dict, "vitkit"
     else:
-        if model is None:
-            raise ValueError(
-                f"{path} is a bare weights file with no config; pass model=vitkit.create_model(...) "
-                "to load it into, or point at a vitkit directory"
-            )
-        state_dict = read_state_dict(path)
-    load_state_dict_checked(model, state_dict, str(path), strict=strict)
-    return model.eval()
+        given = getattr(model, "config", None) if model is not None else None
+        try:
+            conversion = convert_state_dict(src.state_dict, source_format, meta=src.meta, config=given,
+                                            img_size=img_size, **overrides)
+        except ValueError as err:
+            raise ValueError(f"{src.label}: {err}") from err
+        state_dict, config, fmt = conversion.state_dict, conversion.config, conversion.source_format
+    old_grid = _grid(config) if model is None else None
+    if model is None:
+        if img_size is not None:
+            config = config.replace(**{"img_size" if isinstance(config, ViTConfig) else "image_size": img_size})
+        fast = config.replace(weight_init="skip") if isinstance(config, ViTConfig) else config
+        model = build_model(fast)  # every tensor is overwritten below: skip the init pass
+        model.config = config
+    elif img_size is not None:
+        raise ValueError("img_size applies when vitkit builds the model; build yours at that size instead")
+    _resample_pos_embed(state_dict, model, old_grid)
+    dropped = list(conversion.dropped) if conversion else []
+    state_dict = _drop_cut_blocks(state_dict, model, dropped)
+    report = load_state_dict_checked(model, state_dict, src.label, strict=strict)
+    if not report.clean:
+        warnings.warn(f"loaded {src.label} with {report.summary()}", stacklevel=3)
+    report.dropped = dropped
+    return Loaded(model.eval(), fmt, report, conversion.assumed if conversion else {})
+
+
+def load_pretrained(
+    source: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    source_format: str = "auto",
+    strict: bool = True,
+    img_size: int | tuple[int, int] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """A vitkit model with the weights of `source`, in eval mode.
+
+    `source`: a vitkit directory; a weights file (.safetensors, or .pt/.pth/.bin read with weights_only=True;
+    JSON files beside it are read too); an HF-style directory (config.json + model.safetensors or
+    pytorch_model.bin, sharded or not; OpenCLIP's open_clip_config.json); or `hf-hub:org/name[@rev]`.
+    `source_format`: 'auto' (from the keys) or a name from `vitkit.checkpoints.FORMATS`.
+    `model`: load into this model instead of building one from the inferred config.
+    `img_size`: build at this size; the learned position table is resampled (bicubic, prefix tokens kept).
+    `overrides`: config fields the weights cannot show or you want changed (num_heads=12, act_layer='gelu',
+    select_layer=-2, ignore_head=True, dynamic_img_size=True, ...).
+    Key accounting: missing / unexpected / shape-mismatched keys in one report; `strict` raises with it.
+    """
+    return load_checkpoint(source, model=model, source_format=source_format, strict=strict, img_size=img_size,
+                           **overrides).model

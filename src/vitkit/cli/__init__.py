@@ -7,7 +7,7 @@ never imports this package, so typer and rich stay CLI-only dependencies.
 
 from __future__ import annotations
 
-from . import bench, doctor, models  # noqa: F401  (imported for their @app.command registrations)
+from . import bench, convert, doctor, models  # noqa: F401  (imported for their @app.command registrations)
 from .app import app
 
 

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from ..checkpoints.detect import FORMATS
 from ..models.registry import ModelInfo, list_models, model_info
 from .app import app
 from .output import console, echo_json
@@ -44,8 +45,14 @@ def models(
         None, metavar="PATTERN", help="Shell-style filter, e.g. 'siglip*'; a plain word matches anywhere in the name."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    pretrained_formats: bool = typer.Option(
+        False, "--pretrained-formats", help="List the checkpoint formats `load_pretrained` and `convert` read."
+    ),
 ) -> None:
     """List registered models: family, parameter count, image size and pooling."""
+    if pretrained_formats:
+        _print_formats(as_json)
+        return
     names = list_models(_glob(pattern))
     if not names:
         raise ValueError(f"no registered model matches {pattern!r}; run `vitkit models` to see them all")
@@ -54,3 +61,16 @@ def models(
         echo_json([dataclasses.asdict(info) for info in infos])
     else:
         console().print(_table(infos))
+
+
+def _print_formats(as_json: bool) -> None:
+    rows = [{"name": f.name, "description": f.description} for f in FORMATS.values()]
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table(title=f"checkpoint formats vitkit loads ({len(rows)}; --from NAME to force one)")
+    table.add_column("format", no_wrap=True)
+    table.add_column("what writes it")
+    for row in rows:
+        table.add_row(Text(row["name"]), Text(row["description"]))
+    console().print(table)

@@ -1,4 +1,4 @@
-"""Image to patch tokens with a strided convolution (timm `patch_embed.proj` layout)."""
+"""Image to patch tokens: a strided convolution (timm `patch_embed.proj` layout) or vit-pytorch's norm-linear-norm."""
 
 from __future__ import annotations
 
@@ -43,7 +43,10 @@ class PatchEmbed(nn.Module):
         self.crop_remainder = crop_remainder
         self.grid_size = self.grid_for(*self.img_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias)
+        self.proj = self._projection(embed_dim, bias)
+
+    def _projection(self, embed_dim: int, bias: bool) -> nn.Module:
+        return nn.Conv2d(self.in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias)
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
         """The patch grid an image of this size gives (after padding or cropping, as configured)."""
@@ -57,7 +60,8 @@ class PatchEmbed(nn.Module):
             )
         return height // ph, width // pw
 
-    def forward(self, x: torch.Tensor, flatten: bool = True) -> torch.Tensor:
+    def _checked(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` validated against the configuration, zero-padded when `dynamic_img_pad` asks for it."""
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(
                 f"images must be (batch, {self.in_chans}, height, width), got shape {tuple(x.shape)}"
@@ -72,5 +76,30 @@ class PatchEmbed(nn.Module):
         if self.dynamic_img_pad:
             ph, pw = self.patch_size
             x = F.pad(x, (0, (-width) % pw, 0, (-height) % ph))
-        x = self.proj(x).permute(0, 2, 3, 1)  # (B, D, h, w) -> (B, h, w, D)
+        return x
+
+    def forward(self, x: torch.Tensor, flatten: bool = True) -> torch.Tensor:
+        x = self.proj(self._checked(x)).permute(0, 2, 3, 1)  # (B, D, h, w) -> (B, h, w, D)
+        return x.flatten(1, 2) if flatten else x
+
+
+class NormLinearPatchEmbed(PatchEmbed):
+    """vit-pytorch's patch projection: each p1 x p2 x C patch flattened (p1 p2 c order), LayerNorm, Linear,
+    LayerNorm. Same sizes, padding and cropping rules as `PatchEmbed`; keys norm_in, proj, norm."""
+
+    def __init__(self, *args: object, norm_eps: float = 1e-5, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        embed_dim = self.proj.out_features
+        self.norm_in = nn.LayerNorm(self.proj.in_features, eps=norm_eps)
+        self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+
+    def _projection(self, embed_dim: int, bias: bool) -> nn.Module:
+        return nn.Linear(self.in_chans * self.patch_size[0] * self.patch_size[1], embed_dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, flatten: bool = True) -> torch.Tensor:
+        x = self._checked(x)
+        B, C, H, W = x.shape
+        (ph, pw), h, w = self.patch_size, H // self.patch_size[0], W // self.patch_size[1]
+        x = x[:, :, : h * ph, : w * pw].reshape(B, C, h, ph, w, pw).permute(0, 2, 4, 3, 5, 1)  # (B, h, w, ph, pw, C)
+        x = self.norm(self.proj(self.norm_in(x.reshape(B, h, w, ph * pw * C))))  # (B, h, w, D)
         return x.flatten(1, 2) if flatten else x

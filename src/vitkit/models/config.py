@@ -16,6 +16,7 @@ HALF_MEAN = (0.5, 0.5, 0.5)
 HALF_STD = (0.5, 0.5, 0.5)
 WEIGHT_INITS = ("", "jax", "skip")
 POS_EMBEDS = ("learn", "sincos", "none")
+PATCH_EMBEDS = ("conv", "norm_linear_norm")
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -71,7 +72,10 @@ class ViTConfig(_Config):
     `drop_rate` keeps the seed's meaning (dropout after the position embedding and inside blocks);
     `head_drop_rate` is timm's classifier dropout. `pre_norm` chooses pre- vs post-norm blocks;
     `norm_pre` is CLIP's extra norm before the blocks. `select_layer` keeps blocks as DeepSeek-VL2
-    does (-1 all, -2 all but the last, k > 0 the first k).
+    does (-1 all, -2 all but the last, k > 0 the first k). `head_dim` decouples the attention width
+    from `embed_dim` (vit-pytorch's `dim_head`). `pos_embed_antialias` picks how a learned table is
+    resampled for another grid: bicubic with antialias as timm, or without as HF's `interpolate_pos_encoding`.
+    `patch_embed='norm_linear_norm'` is vit-pytorch's LayerNorm -> Linear -> LayerNorm patch projection.
     """
 
     family: ClassVar[str] = "vit"
@@ -83,6 +87,7 @@ class ViTConfig(_Config):
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
+    head_dim: int | None = None
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     qk_norm: bool = False
@@ -107,6 +112,8 @@ class ViTConfig(_Config):
     reg_tokens: int = 0
     no_embed_class: bool = False
     pos_embed: str = "learn"
+    pos_embed_antialias: bool = True
+    patch_embed: str = "conv"
     dynamic_img_size: bool = False
     dynamic_img_pad: bool = False
     crop_remainder: bool = False
@@ -128,7 +135,9 @@ class ViTConfig(_Config):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.num_classes, int) or self.num_classes < 0:
             raise ValueError(f"num_classes must be an integer >= 0 (0 = no classifier), got {self.num_classes!r}")
-        if self.embed_dim % self.num_heads:
+        if self.head_dim is not None:
+            _positive_int("head_dim", self.head_dim)
+        elif self.embed_dim % self.num_heads:
             raise ValueError(
                 f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
             )
@@ -160,6 +169,8 @@ class ViTConfig(_Config):
             raise ValueError(f"reg_tokens must be an integer >= 0, got {self.reg_tokens!r}")
         if self.pos_embed not in POS_EMBEDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
+        if self.patch_embed not in PATCH_EMBEDS:
+            raise ValueError(f"patch_embed must be one of {PATCH_EMBEDS}, got {self.patch_embed!r}")
         if self.pos_embed == "sincos" and self.embed_dim % 4:
             raise ValueError(f"pos_embed='sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
         if self.init_values is not None and self.init_values <= 0:

@@ -6,6 +6,7 @@ State-dict layout is timm's, so timm checkpoints load as they are. The design fo
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from ..layers import (
     AttentionPoolLatent,
     LayerScale,
+    NormLinearPatchEmbed,
     PatchEmbed,
     TransformerBlock,
     create_norm,
@@ -45,8 +47,15 @@ def _resolve_config(args: tuple, kwargs: dict) -> tuple[ViTConfig, Callable[...,
         if name in kwargs:
             raise TypeError(f"VisionTransformer got {name!r} both positionally and by keyword")
         kwargs[name] = value
-    embed_layer = kwargs.pop("embed_layer", PatchEmbed)
-    return (base.replace(**kwargs) if kwargs else base), embed_layer
+    embed_layer = kwargs.pop("embed_layer", None)
+    cfg = base.replace(**kwargs) if kwargs else base
+    if embed_layer is None:
+        embed_layer = (
+            functools.partial(NormLinearPatchEmbed, norm_eps=cfg.norm_eps)
+            if cfg.patch_embed == "norm_linear_norm"
+            else PatchEmbed
+        )
+    return cfg, embed_layer
 
 
 class VisionTransformer(nn.Module):
@@ -109,6 +118,7 @@ class VisionTransformer(nn.Module):
             TransformerBlock(
                 dim=cfg.embed_dim,
                 num_heads=cfg.num_heads,
+                head_dim=cfg.head_dim,
                 mlp_ratio=cfg.mlp_ratio,
                 qkv_bias=cfg.qkv_bias,
                 qk_norm=cfg.qk_norm,
@@ -190,6 +200,7 @@ class VisionTransformer(nn.Module):
             new_size=(height, width),
             old_size=self.patch_embed.grid_size,
             num_prefix_tokens=0 if self.no_embed_class else self.num_prefix_tokens,
+            antialias=self.config.pos_embed_antialias,
         )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -285,6 +296,16 @@ class VisionTransformer(nn.Module):
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates
+
+    def forward_hidden_states(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """HF-style `hidden_states`: the embedding output then every block's output, each (B, T, D), no final
+        norm. `[-2]` is what vision-language models that skip the last block take."""
+        x = self.embed(x)
+        hidden = [x]
+        for i in range(len(self.blocks)):
+            x = self._block(i, x, None)
+            hidden.append(x)
+        return hidden
 
     # -- training helpers -----------------------------------------------------------------------
 

@@ -1,0 +1,143 @@
+"""Where weights come from: a file, a directory (vitkit's, HF-style, OpenCLIP, timm hub), or `hf-hub:org/name`.
+
+Each source yields its tensors plus the JSON files that came with them (`meta`), which converters read for what
+the tensors cannot show (head count, activation, eps, pooling)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .io import read_state_dict
+from .keymap import StateDict
+
+HUB_PREFIX = "hf-hub:"
+# Weight files of a directory, in order of preference (safetensors first).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "open_clip_model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "open_clip_pytorch_model.bin",
+)
+META_FILES = {
+    "config": "config.json",
+    "preprocessor": "preprocessor_config.json",
+    "open_clip": "open_clip_config.json",
+    "timm_args": "timm_args.json",
+}
+
+
+@dataclass
+class Source:
+    """Tensors and their companions. `vitkit_config` is set for vitkit's own directories (config.json with a
+    'family'); `meta` holds the other JSON files found beside the weights."""
+
+    label: str
+    state_dict: StateDict
+    vitkit_config: dict[str, Any] | None
+    meta: dict[str, Any]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not readable JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds {type(data).__name__}, not a JSON object")
+    return data
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    return {key: _read_json(directory / name) for key, name in META_FILES.items() if (directory / name).is_file()}
+
+
+def _read_sharded(index: Path) -> StateDict:
+    """Every shard an HF `*.index.json` names, merged."""
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ValueError(f"{index} has no 'weight_map'; is it a sharded-checkpoint index?")
+    merged: StateDict = {}
+    for shard in sorted(set(weight_map.values())):
+        merged.update(read_state_dict(index.parent / shard))
+    return merged
+
+
+def _weights_in(directory: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    candidates = sorted(directory.glob("*.safetensors"))
+    if len(candidates) == 1:
+        return candidates[0]
+    listed = ", ".join(sorted(p.name for p in directory.iterdir())[:10]) or "nothing"
+    raise FileNotFoundError(f"{directory} holds no weights vitkit knows ({', '.join(WEIGHT_FILES[:4])}, ...); "
+                            f"it has: {listed}")
+
+
+def _read_weights(path: Path) -> StateDict:
+    return _read_sharded(path) if path.name.endswith(".index.json") else read_state_dict(path)
+
+
+def read_source(source: str | os.PathLike) -> Source:
+    """The tensors and companion files of `source`; FileNotFoundError / ValueError naming it otherwise."""
+    if isinstance(source, str) and source.startswith(HUB_PREFIX):
+        return read_source(fetch_hub(source[len(HUB_PREFIX):]))
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    directory = path if path.is_dir() else path.parent
+    meta = read_meta(directory)
+    config = meta.get("config")
+    vitkit_config = None
+    if config is not None and "family" in config:
+        vitkit_config = meta.pop("config")
+    if path.is_dir() and not meta and not vitkit_config and not any((path / n).is_file() for n in WEIGHT_FILES):
+        raise FileNotFoundError(f"{path} has no config.json and no weights file ({', '.join(WEIGHT_FILES[:4])}, "
+                                "...); is it a model directory?")
+    weights = _weights_in(path) if path.is_dir() else path
+    return Source(str(path), _read_weights(weights), vitkit_config, meta)
+
+
+def _hub_offline() -> bool:
+    """Hugging Face's own offline switch (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE), read now, not at import."""
+    import huggingface_hub
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return huggingface_hub.constants.is_offline_mode() or any(
+        (f or "").upper() in ("1", "ON", "YES", "TRUE") for f in flags
+    )
+
+
+def fetch_hub(repo: str) -> Path:
+    """The local snapshot of an HF hub repository `org/name[@revision]` (weights + JSON files only).
+
+    Offline, only an already cached snapshot is used, and a missing one fails at once, with no network try.
+    """
+    repo_id, _, revision = repo.partition("@")
+    local_hint = (f"download it where there is network (`hf download {repo_id} --local-dir DIR`) and pass the "
+                  "directory instead: vitkit.load_pretrained('DIR')")
+    try:
+        import huggingface_hub
+    except ImportError as err:
+        raise ValueError(f"hf-hub:{repo} needs the huggingface_hub package (pip install huggingface_hub), or "
+                         f"{local_hint}") from err
+    offline = _hub_offline()
+    patterns = ["*.json", "*.safetensors"]
+    try:
+        path = Path(huggingface_hub.snapshot_download(
+            repo_id, revision=revision or None, allow_patterns=patterns, local_files_only=offline
+        ))
+        if not any(path.glob("*.safetensors")):
+            path = Path(huggingface_hub.snapshot_download(
+                repo_id, revision=revision or None, allow_patterns=["*.json", "*.bin"], local_files_only=offline
+            ))
+    except Exception as err:  # the hub raises many types (HTTP, offline, not found, gated); report them as one
+        why = "offline (HF_HUB_OFFLINE is set) and not in the local cache" if offline else str(err).splitlines()[0]
+        raise ValueError(f"cannot fetch hf-hub:{repo}: {why}; {local_hint}") from err
+    return path

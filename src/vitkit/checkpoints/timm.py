@@ -1,0 +1,93 @@
+"""timm-layout checkpoints: timm itself, the DeepSeek-VL2 vision tower (`vision.`), OpenCLIP timm towers
+(`visual.trunk.`). vitkit's layout is timm's, so these are identities once the prefix is stripped."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from .keymap import Renamed, StateDict, take_prefix
+
+TIMM_DEFAULTS = {
+    "act_layer": ("gelu", "timm's default activation; not stored in the weights"),
+    "norm_eps": (1e-6, "timm's default LayerNorm eps; not stored in the weights"),
+}
+# timm VisionTransformer keyword -> vitkit ViTConfig field, where the names differ.
+TIMM_TO_VITKIT = {"pre_norm": "norm_pre"}
+VITKIT_TO_TIMM = {v: k for k, v in TIMM_TO_VITKIT.items()}
+TIMM_MLP = {"SwiGLUPacked": "swiglu_packed", "SwiGLU": "swiglu", "Mlp": "mlp"}
+
+
+def _defaults(hints: dict[str, Any]) -> dict[str, str]:
+    return {k: f"{v!r} ({why})" for k, (v, why) in TIMM_DEFAULTS.items() if k not in hints}
+
+
+def timm_hints(meta: dict[str, Any]) -> dict[str, Any]:
+    """Config fields from vitkit's `timm_args.json` export or a timm hub `config.json` (architecture name of
+    a model vitkit also registers, `model_args`, `pretrained_cfg` mean/std)."""
+    from ..models import get_config, list_models
+
+    hints: dict[str, Any] = {}
+    exported = meta.get("timm_args") or {}
+    args = dict(exported.get("model_args") or {})
+    objects = exported.get("objects") or {}
+    if "mlp_layer" in objects:
+        args["mlp_layer"] = objects["mlp_layer"].rsplit(".", 1)[-1]
+    if eps := re.search(r"eps=([-+.e0-9]+)", objects.get("norm_layer", "")):
+        hints["norm_eps"] = float(eps[1])
+    config = meta.get("config") or {}
+    arch = str(config.get("architecture", "")).split(".")[0]
+    if arch in list_models():
+        registered = get_config(arch)
+        hints.update({k: getattr(registered, k) for k in ("num_heads", "act_layer", "norm_eps", "img_size")})
+    args.update(config.get("model_args") or {})
+    for key, value in args.items():
+        key = TIMM_TO_VITKIT.get(key, key)
+        hints[key] = TIMM_MLP.get(value, value) if key == "mlp_layer" else value
+    pretrained = config.get("pretrained_cfg") or {}
+    for key in ("mean", "std"):
+        if key in pretrained:
+            hints[key] = tuple(pretrained[key])
+    return {k: TIMM_DEFAULTS[k][0] if v is None and k in TIMM_DEFAULTS else v for k, v in hints.items()}
+
+
+def convert_timm(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
+    hints = timm_hints(meta)
+    return Renamed(dict(state_dict), hints={**{k: v for k, (v, _) in TIMM_DEFAULTS.items()}, **hints},
+                   assumed=_defaults(hints))
+
+
+def deepseek_hints(meta: dict[str, Any]) -> dict[str, Any]:
+    """Fields from a DeepSeek-VL2 `config.json` `vision_config` (width, layers, heads, image_size, ...)."""
+    vision = (meta.get("config") or {}).get("vision_config") or {}
+    names = {"heads": "num_heads", "image_size": "img_size", "global_pool": "global_pool",
+             "ignore_head": "ignore_head", "class_token": "class_token"}
+    hints = {field: vision[key] for key, field in names.items() if key in vision}
+    if "img_size" in hints and "patch_size" in vision and hints["img_size"] % vision["patch_size"]:
+        hints["crop_remainder"] = True  # 384 px with 14 px patches -> 27 x 27, as timm's conv does
+    return hints
+
+
+def convert_deepseek_vl2(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
+    """The `vision.` tower of a DeepSeek-VL2 checkpoint (timm's SigLIP ViT); language model and projector
+    are dropped."""
+    tower, dropped = take_prefix(state_dict, "vision.", "DeepSeek-VL2 language model and projector")
+    hints = deepseek_hints(meta)
+    return Renamed(tower, hints={**{k: v for k, (v, _) in TIMM_DEFAULTS.items()}, **hints}, dropped=dropped,
+                   assumed=_defaults(hints))
+
+
+def convert_open_clip_timm(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
+    """An OpenCLIP model whose image tower is a timm ViT (`visual.trunk.`); its linear projection
+    `visual.head.proj` becomes the (bias-free, so zero-bias) head."""
+    proj = state_dict.get("visual.head.proj.weight")
+    rest = {k: v for k, v in state_dict.items() if k != "visual.head.proj.weight"}
+    tower, dropped = take_prefix(rest, "visual.trunk.", "text tower, logit scale")
+    if proj is not None:
+        tower["head.weight"] = proj
+        tower["head.bias"] = torch.zeros(proj.shape[0], dtype=proj.dtype)
+    hints = timm_hints(meta)
+    return Renamed(tower, hints={**{k: v for k, (v, _) in TIMM_DEFAULTS.items()}, **hints}, dropped=dropped,
+                   assumed=_defaults(hints))
