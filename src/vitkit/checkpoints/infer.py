@@ -9,7 +9,7 @@ from typing import Any
 from ..models import SimpleViTConfig, ViTConfig
 from .keymap import Renamed, StateDict, block_count
 
-HEADS_NOTE = "(ViTs of width {dim} usually have {guess} heads of {head}; check the model card)"
+HEADS_NOTE = "(most ViTs use heads 64 wide, which would be {guess} here; check the model card)"
 
 
 def _square_side(n: int) -> int | None:
@@ -30,12 +30,12 @@ def _need(field: str, what: str, extra: str = "") -> ValueError:
                       + ", or model=<a vitkit model built to match> to load into")
 
 
-def _heads(sd: StateDict, found: dict[str, Any], qkv_key: str, dim: int) -> None:
+def _heads(sd: StateDict, found: dict[str, Any], qkv_key: str) -> None:
     if "num_heads" in found:
         return
     inner = sd[qkv_key].shape[0] // 3
     raise _need("num_heads", f"{qkv_key} is {tuple(sd[qkv_key].shape)}, which fixes heads x head width = {inner} "
-                "but not the split", HEADS_NOTE.format(dim=dim, guess=max(inner // 64, 1), head=min(inner, 64)))
+                "but not the split", HEADS_NOTE.format(guess=max(inner // 64, 1)))
 
 
 def _grid(sd: StateDict, found: dict[str, Any], prefix: int, patch: tuple[int, int]) -> None:
@@ -83,7 +83,7 @@ def infer_vit_config(renamed: Renamed, overrides: dict[str, Any], default_size: 
     if not depth:
         raise ValueError("no transformer blocks (blocks.N.*) after conversion: these are not ViT weights")
     found.update(embed_dim=dim, depth=depth)
-    _heads(sd, found, "blocks.0.attn.qkv.weight", dim)
+    _heads(sd, found, "blocks.0.attn.qkv.weight")
     inner = sd["blocks.0.attn.qkv.weight"].shape[0] // 3
     if inner != dim:
         found.setdefault("head_dim", inner // found["num_heads"])

@@ -44,11 +44,6 @@ def rename(state_dict: StateDict, rules: list[tuple[str, str]]) -> StateDict:
     return out
 
 
-def common_prefix(state_dict: StateDict, candidates: tuple[str, ...]) -> str:
-    """The first candidate prefix that some key starts with ('' if none)."""
-    return next((p for p in candidates if any(k.startswith(p) for k in state_dict)), "")
-
-
 def take_prefix(state_dict: StateDict, prefix: str, why: str) -> tuple[StateDict, list[str]]:
     """(keys under `prefix` with it stripped, a 'dropped' line for the keys outside it)."""
     if not prefix:
