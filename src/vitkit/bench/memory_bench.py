@@ -1,9 +1,9 @@
 """`vitkit bench memory`: the memory/time trade-off of recomputing the first N blocks (N = 0 ... depth).
 
 Each N trains vitkit in its own process (`vitkit.bench.worker`), so each peak memory is that run's alone:
-CUDA's peak allocation, or on CPU the process's peak resident set. Training memory is that peak less
-the process's memory before the model was built (interpreter and torch, the same for every N); the
-ratios compare training memory.
+CUDA's peak allocation, or on CPU the process's peak resident set. The ratios compare tensor memory (the
+most that tensors hold during a step): on CPU the resident set also keeps what the C allocator holds on
+to after frees, which hides most of what recomputation saves.
 """
 
 from __future__ import annotations
@@ -54,12 +54,11 @@ class MemoryBenchSettings:
 
 def _row(level: int, outcome: dict[str, Any], batch_size: int) -> dict[str, Any]:
     row: dict[str, Any] = {"recomputed": level, "status": outcome["status"], "reason": outcome.get("reason", ""),
-                           "peak_mem_mb": None, "base_mem_mb": None, "train_mem_mb": None, "ms_per_step": None,
-                           "img_per_s": None, "spread_pct": None, "mem_vs_none": None, "time_vs_none": None}
+                           "peak_mem_mb": None, "tensor_mem_mb": None, "ms_per_step": None, "img_per_s": None,
+                           "spread_pct": None, "mem_vs_none": None, "time_vs_none": None}
     if outcome["status"] == "ok":
         stats = summarize(outcome["step_s"], batch_size)
-        peak, base = outcome["peak_mem_mb"], outcome["base_mem_mb"]
-        row.update(peak_mem_mb=peak, base_mem_mb=base, train_mem_mb=peak - (base or 0.0),
+        row.update(peak_mem_mb=outcome["peak_mem_mb"], tensor_mem_mb=outcome["tensor_mem_mb"],
                    ms_per_step=stats["ms_per_step"], img_per_s=stats["img_per_s"], spread_pct=stats["spread_pct"])
     return row
 
@@ -81,8 +80,8 @@ def run_memory_bench(settings: MemoryBenchSettings, progress: Progress | None = 
         rows.append(_row(level, run_worker(spec)["modes"]["train"], settings.batch_size))
     ran = [row for row in rows if row["status"] == "ok"]
     for row in ran:
-        reference = ran[0]["train_mem_mb"]
-        row["mem_vs_none"] = row["train_mem_mb"] / reference if reference > 0 else None
+        reference = ran[0]["tensor_mem_mb"]
+        row["mem_vs_none"] = row["tensor_mem_mb"] / reference if reference and row["tensor_mem_mb"] else None
         row["time_vs_none"] = row["ms_per_step"] / ran[0]["ms_per_step"]
     return {"benchmark": "memory", "settings": {**dataclasses.asdict(settings), "device": str(device)},
             "machine": machine, "rows": rows}

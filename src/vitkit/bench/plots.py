@@ -76,11 +76,11 @@ def plot_memory(report: dict[str, Any], path: str | os.PathLike) -> None:
     rows = [row for row in report["rows"] if row["status"] == "ok"]
     plt, fig, (ax,) = _figure(1, width=7.0)
     levels = [row["recomputed"] for row in rows]
-    memory = [row["train_mem_mb"] for row in rows]
+    memory = [row["tensor_mem_mb"] for row in rows]
     times = [row["ms_per_step"] for row in rows]
     ax.plot(levels, memory, marker="o", color="tab:blue")
     ax.set_xlabel("blocks recomputed in backward (num_recomputing_layers)")
-    ax.set_ylabel("peak training memory above the idle process (MiB)", color="tab:blue")
+    ax.set_ylabel("peak tensor memory in a training step (MiB)", color="tab:blue")
     ax.set_ylim(0, 1.15 * max(memory, default=1.0))
     ax.set_xticks(levels)
     twin = ax.twinx()

@@ -13,6 +13,8 @@ from rich.text import Text
 from ..checkpoints.io import write_text
 
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red"}
+_MEMORY_NOTE = ("peak MB: CUDA's peak allocation, or on CPU the process's peak resident set; tensor MB: the most "
+                "memory tensors held during a step (weights, optimizer state, batch, activations)")
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
@@ -34,13 +36,6 @@ def _sig(value: float | None) -> str:
 
 def _pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.0f}%"
-
-
-def _delta(row: dict[str, Any]) -> float | None:
-    """Peak memory above the process's memory before the model was built."""
-    if row["peak_mem_mb"] is None or row["base_mem_mb"] is None:
-        return None
-    return row["peak_mem_mb"] - row["base_mem_mb"]
 
 
 def _status(row: dict[str, Any]) -> Text:
@@ -89,13 +84,13 @@ def model_table(report: dict[str, Any]) -> Table:
     caption = "\n".join([
         f"eff. = GFLOP/s over same-shape matmuls timed right after the steps ({_ceilings(report['rows'])}); "
         f"ratio = img/s over {ratio_vs or 'n/a'}",
-        "peak MB: CUDA peak allocated or the process's peak RSS; Δ MB: above the process before the model was built",
+        _MEMORY_NOTE,
         *_remarks(report["rows"], "candidate", "mode"),
         _machine_caption(report["machine"]),
     ])
     table = Table(title=Text(title), caption=Text(caption), title_justify="left", caption_justify="left")
     for name, justify in (("candidate", "left"), ("mode", "left"), ("status", "left"), ("img/s", "right"),
-                          ("ms/step", "right"), ("IQR", "right"), ("peak MB", "right"), ("Δ MB", "right"),
+                          ("ms/step", "right"), ("IQR", "right"), ("peak MB", "right"), ("tensor MB", "right"),
                           ("GFLOP/img", "right"),
                           ("GFLOP/s", "right"), ("eff.", "right"), ("ratio", "right")):
         table.add_column(name, justify=justify, no_wrap=True)
@@ -103,7 +98,8 @@ def model_table(report: dict[str, Any]) -> Table:
         table.add_row(
             Text(row["candidate"]), row["mode"], _status(row), _num(row["img_per_s"]), _num(row["ms_per_step"]),
             "" if row["spread_pct"] is None else f"{row['spread_pct']:.0f}%", _num(row["peak_mem_mb"], 0),
-            _num(_delta(row), 0), _sig(row["gflops_per_image"]), _sig(row["gflops_per_s"]), _pct(row["efficiency"]),
+            _num(row["tensor_mem_mb"], 0), _sig(row["gflops_per_image"]), _sig(row["gflops_per_s"]),
+            _pct(row["efficiency"]),
             "" if row["ratio"] is None else f"{row['ratio']:.2f}",
         )
     return table
@@ -145,14 +141,15 @@ def memory_table(report: dict[str, Any]) -> Table:
     """One row per number of recomputed blocks: peak training memory and step time, each against none."""
     s = report["settings"]
     title = f"{s['model']} training · batch {s['batch_size']} · {s['precision']} · {s['device']}"
-    caption = "\n".join([*_remarks(report["rows"], "recomputed"), _machine_caption(report["machine"]),
-                         "train MB: peak less the process before the model was built; ratios against the first row"])
+    caption = "\n".join([*_remarks(report["rows"], "recomputed"), _MEMORY_NOTE,
+                         "ratios (of tensor MB and ms/step) against the first row",
+                         _machine_caption(report["machine"])])
     table = Table(title=Text(title), caption=Text(caption), title_justify="left", caption_justify="left")
-    for name in ("recomputed", "status", "peak MB", "train MB", "mem × none", "ms/step", "IQR", "time × none"):
+    for name in ("recomputed", "status", "peak MB", "tensor MB", "mem × none", "ms/step", "IQR", "time × none"):
         table.add_column(name, justify="left" if name == "status" else "right", no_wrap=True)
     for row in report["rows"]:
         table.add_row(
-            str(row["recomputed"]), _status(row), _num(row["peak_mem_mb"], 0), _num(row["train_mem_mb"], 0),
+            str(row["recomputed"]), _status(row), _num(row["peak_mem_mb"], 0), _num(row["tensor_mem_mb"], 0),
             _num(row["mem_vs_none"], 2),
             _num(row["ms_per_step"]), "" if row["spread_pct"] is None else f"{row['spread_pct']:.0f}%",
             _num(row["time_vs_none"], 2),

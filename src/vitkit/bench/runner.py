@@ -137,6 +137,7 @@ class Row:
     spread_pct: float | None = None
     peak_mem_mb: float | None = None  # CUDA: peak allocated; CPU: the process's peak resident set
     base_mem_mb: float | None = None  # the same measure before the model was built (interpreter + libraries)
+    tensor_mem_mb: float | None = None  # most memory held by tensors during a step (None under --compile)
     gflops_per_image: float | None = None  # the model's work, from the config
     gflops_counted: float | None = None  # what FlopCounterMode counted on this candidate, per image
     gflops_per_s: float | None = None  # achieved: gflops_per_image x img/s
@@ -210,6 +211,7 @@ def _rows(name: str, result: dict[str, Any], settings: ModelBenchSettings) -> li
             for key, value in summarize(outcome["step_s"], settings.batch_size).items():
                 setattr(row, key, value)
             row.peak_mem_mb, row.base_mem_mb = outcome["peak_mem_mb"], outcome["base_mem_mb"]
+            row.tensor_mem_mb = outcome["tensor_mem_mb"]
             row.gflops_per_image = analytic_flops(settings.config, train=mode == "train") / 1e9
             counted = outcome["flops_counted"]
             row.gflops_counted = None if counted is None else counted / 1e9

@@ -33,12 +33,14 @@ from .candidates import (
 from .ceiling import measure_ceiling
 from .flops import block_gemms, counted_flops, flop_counter
 from .measure import (
+    MIB,
     autocast,
     current_memory_mb,
     peak_memory_mb,
     precision_dtype,
     reset_peak_memory,
     resolve_device,
+    tensor_memory,
     time_steps,
 )
 from .spec import MODES, CandidateSpec
@@ -68,7 +70,7 @@ def _infer_step(model: nn.Module, images: torch.Tensor, device: torch.device, pr
 
 
 def _train_step(model: nn.Module, params: list[nn.Parameter], batch: tuple[torch.Tensor, ...], num_classes: int,
-                device: torch.device, precision: str) -> Callable[[], None]:
+                device: torch.device, precision: str) -> tuple[Callable[[], None], torch.optim.Optimizer]:
     """Forward, backward and an AdamW step (loss-scaled for fp16 on CUDA, as mixed-precision training is)."""
     images, labels = batch
     optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -82,7 +84,24 @@ def _train_step(model: nn.Module, params: list[nn.Parameter], batch: tuple[torch
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    return step
+    return step, optimizer
+
+
+def _tensor_peak_mb(step: Callable[[], None], model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                    batch: tuple[torch.Tensor, ...], device: torch.device) -> float | None:
+    """The most memory tensors hold during one more step: the resident ones (weights, optimizer state, the
+    batch) plus the peak of what the step creates. Comparable between CPU and CUDA, unlike the process's
+    resident set, which also keeps whatever the C allocator holds on to."""
+    resident = [*model.parameters(), *model.buffers(), *batch]
+    if optimizer is not None:
+        resident += [t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
+    sizes = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in resident}
+    try:
+        with tensor_memory(device) as added:
+            step()
+    except RuntimeError:  # kernels the CPU counter cannot trace (compiled flex attention)
+        return None
+    return sum(sizes.values()) / MIB + added()
 
 
 def _attention_note(spec: CandidateSpec, config: ModelConfig, device: torch.device, train: bool) -> str:
@@ -106,17 +125,19 @@ def _measure(spec: CandidateSpec, built: Built, config: ModelConfig, mode: str, 
     runner = torch.compile(model) if spec.compile else model
     if train:
         params = [p for p in model.parameters() if p.requires_grad]
-        step = _train_step(runner, params, batch, config.num_classes, device, spec.precision)
+        step, optimizer = _train_step(runner, params, batch, config.num_classes, device, spec.precision)
     else:
-        step = _infer_step(runner, batch[0], device, spec.precision)
+        step, optimizer = _infer_step(runner, batch[0], device, spec.precision), None
     reset_peak_memory(device)
     seconds = time_steps(step, device, spec.warmup, spec.steps)
     peak = peak_memory_mb(device)
+    # One more step, counting tensors (slower, so untimed); compiled graphs cannot run under the counter.
+    tensors = None if spec.compile else _tensor_peak_mb(step, model, optimizer, batch, device)
     # The ceiling right here, right now: same process, threads and machine load as the steps just timed.
     gemms = block_gemms(config, spec.batch_size, train)
     ceiling = measure_ceiling(gemms, device, precision_dtype(spec.precision), reps=spec.steps)
-    return {"status": "ok", "notes": notes, "step_s": seconds, "peak_mem_mb": peak, "flops_counted": flops,
-            "ceiling_gflops_per_s": ceiling.gflops_per_s}
+    return {"status": "ok", "notes": notes, "step_s": seconds, "peak_mem_mb": peak, "tensor_mem_mb": tensors,
+            "flops_counted": flops, "ceiling_gflops_per_s": ceiling.gflops_per_s}
 
 
 def _import(candidate: str) -> None:
