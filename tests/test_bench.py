@@ -106,8 +106,11 @@ def test_block_gemms_are_the_blocks_forward_and_backward_products():
     assert forward[0].m == 2 * 197 and forward[1].batch == 2 * 12
     per_image_blocks = 12 * sum(g.flops for g in forward) / 2
     assert per_image_blocks == pytest.approx(analytic_flops(config), rel=0.01)
+    assert forward[0].right_t and forward[1].right_t and not forward[2].right_t  # x @ W^T, q @ k^T, p @ v
     train = block_gemms(config, batch_size=2, train=True)
     assert len(train) == 18 and sum(g.flops for g in train) == 3 * sum(g.flops for g in forward)
+    grad_in, grad_w = train[6:8]  # qkv's backward: dY @ W (W contiguous), X^T @ dY (X transposed)
+    assert (grad_in.name, grad_in.right_t, grad_w.name, grad_w.left_t) == ("qkv.grad_in", False, "qkv.grad_w", True)
 
 
 # --- measuring helpers ----------------------------------------------------------------------------

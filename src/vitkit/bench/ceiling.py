@@ -36,11 +36,19 @@ class Ceiling:
         return sum(t.gemm.flops for t in self.timings) / sum(t.seconds for t in self.timings) / 1e9
 
 
+def _operand(rows: int, cols: int, transposed: bool, gemm: Gemm, generator: torch.Generator, device: torch.device,
+             dtype: torch.dtype) -> torch.Tensor:
+    """A random (batch, rows, cols) operand, stored contiguous or as the transposed view of (batch, cols, rows)."""
+    shape = (gemm.batch, cols, rows) if transposed else (gemm.batch, rows, cols)
+    tensor = torch.randn(shape, generator=generator).to(device, dtype)
+    return (tensor.mT if transposed else tensor).squeeze(0)
+
+
 def time_gemm(gemm: Gemm, device: torch.device, dtype: torch.dtype, warmup: int, reps: int) -> GemmTiming:
-    """Median seconds of one product of `gemm`'s shape on random `dtype` matrices."""
+    """Median seconds of one product of `gemm`'s shape and layout on random `dtype` matrices."""
     generator = torch.Generator().manual_seed(0)
-    left = torch.randn((gemm.batch, gemm.m, gemm.k), generator=generator).to(device, dtype).squeeze(0)
-    right = torch.randn((gemm.batch, gemm.k, gemm.n), generator=generator).to(device, dtype).squeeze(0)
+    left = _operand(gemm.m, gemm.k, gemm.left_t, gemm, generator, device, dtype)
+    right = _operand(gemm.k, gemm.n, gemm.right_t, gemm, generator, device, dtype)
     seconds = time_steps(lambda: torch.matmul(left, right), device, warmup, reps)
     return GemmTiming(gemm, statistics.median(seconds))
 

@@ -133,6 +133,8 @@ def _measure(spec: CandidateSpec, built: Built, config: ModelConfig, mode: str, 
     peak = peak_memory_mb(device)
     # One more step, counting tensors (slower, so untimed); compiled graphs cannot run under the counter.
     tensors = None if spec.compile else _tensor_peak_mb(step, model, optimizer, batch, device)
+    if tensors is None:
+        notes = "; ".join(filter(None, [notes, "tensor memory not measured (compiled graph or untraceable kernel)"]))
     # The ceiling right here, right now: same process, threads and machine load as the steps just timed.
     gemms = block_gemms(config, spec.batch_size, train)
     ceiling = measure_ceiling(gemms, device, precision_dtype(spec.precision), reps=spec.steps)
