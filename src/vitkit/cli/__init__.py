@@ -7,7 +7,8 @@ never imports this package, so typer and rich stay CLI-only dependencies.
 
 from __future__ import annotations
 
-from . import bench, convert, doctor, models  # noqa: F401  (imported for their @app.command registrations)
+# imported for their @app.command registrations
+from . import bench, convert, doctor, evaluate, models, train  # noqa: F401
 from .app import app
 
 

@@ -1,0 +1,98 @@
+"""`vitkit eval` and `vitkit predict`: a trained run's accuracy on a dataset, and its top-k labels for images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import typer
+from rich.table import Table
+
+from ..checkpoints import load_pretrained
+from ..data import DataConfig, load_splits, read_image
+from ..data.transforms import resize
+from ..train import RunDir, evaluate, predict
+from ..train.distributed import setup
+from ..train.plots import plot_confusion
+from .app import app
+from .output import console, echo_json
+
+
+def _load(checkpoint: Path) -> tuple[torch.nn.Module, DataConfig, list[str]]:
+    """The model of a run or model directory, its data config and class names."""
+    model = load_pretrained(checkpoint)
+    labels = RunDir(checkpoint).labels() or [str(i) for i in range(model.num_classes)]
+    return model, DataConfig.of(model.config), labels
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Path = typer.Option(..., help="A run (or model) directory with config.json + model.safetensors."),
+    data: str = typer.Option("digits", help="'digits' or an image folder (its val/ split is evaluated)."),
+    val_split: float | None = typer.Option(None, help="Validation fraction for a folder without train/ and val/."),
+    batch_size: int = typer.Option(256, help="Images per forward pass."),
+    confusion: Path | None = typer.Option(None, help="Confusion-matrix PNG (default: CHECKPOINT/confusion.png)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Top-1 / top-5 accuracy, a per-class table and a confusion-matrix PNG."""
+    if batch_size <= 0:
+        raise ValueError(f"--batch-size must be a positive integer, got {batch_size}")
+    model, data_config, labels = _load(checkpoint)
+    splits = load_splits(data, data_config, val_split=val_split)
+    if len(splits.classes) != model.num_classes:
+        raise ValueError(f"{data} has {len(splits.classes)} classes, the model {model.num_classes}")
+    loader = torch.utils.data.DataLoader(splits.val, batch_size=batch_size)
+    result = evaluate(model, loader, model.num_classes, setup("cpu"))
+    confusion = confusion or checkpoint / "confusion.png"
+    plot_confusion(result.confusion, labels, confusion)
+    if as_json:
+        echo_json({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
+                   "per_class": dict(zip(labels, result.per_class, strict=True)), "confusion_png": str(confusion)})
+        return
+    table = Table(title=f"{checkpoint} on {data} ({result.count} images)")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    table.add_column("accuracy", justify="right")
+    for name, count, recall in zip(labels, result.confusion.sum(dim=1).tolist(), result.per_class, strict=True):
+        table.add_row(name, str(count), f"{100 * recall:.2f}%")
+    out = console()
+    out.print(table)
+    out.print(f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  loss {result.loss:.4f}  "
+              f"confusion matrix: {confusion}")
+
+
+@app.command("predict")
+def predict_command(
+    images: list[Path] = typer.Argument(..., help="Image files."),
+    checkpoint: Path = typer.Option(..., help="A run (or model) directory."),
+    top_k: int = typer.Option(5, help="Labels per image."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """The top-k labels of each image, with probabilities."""
+    if top_k <= 0:
+        raise ValueError(f"--top-k must be a positive integer, got {top_k}")
+    model, data_config, labels = _load(checkpoint)
+    for path in images:
+        if not path.is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+    batch = torch.stack([
+        data_config.normalize(resize(read_image(path, data_config.in_chans), data_config.img_size)) for path in images
+    ])
+    probs, indices = predict(model, batch, top_k)
+    results = [
+        {"image": str(path), "top": [{"label": labels[i], "probability": p} for p, i in
+                                     zip(prob.tolist(), index.tolist(), strict=True)]}
+        for path, prob, index in zip(images, probs, indices, strict=True)
+    ]
+    if as_json:
+        echo_json(results)
+        return
+    table = Table(title=f"predictions of {checkpoint}")
+    table.add_column("image")
+    table.add_column("rank", justify="right")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    for result in results:
+        for rank, top in enumerate(result["top"], 1):
+            table.add_row(result["image"] if rank == 1 else "", str(rank), top["label"], f"{top['probability']:.4f}")
+    console().print(table)

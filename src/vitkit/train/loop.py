@@ -1,0 +1,259 @@
+"""The training loop: sharded global batches, accumulation, mixed precision, evaluation, checkpoints, resume.
+
+A run stopped by SIGINT/SIGTERM saves its exact position (epoch, step, optimizer, schedule, RNG) and
+a resumed run continues the same loss curve step for step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..data import DataConfig, ShardedBatchSampler, load_splits
+from . import distributed as D
+from .evaluate import EvalResult, evaluate
+from .model_setup import build_for_run, run_config
+from .optim import build_optimizer
+from .options import TrainOptions
+from .plots import plot_curves
+from .run_dir import RunDir
+
+
+class Reporter(Protocol):
+    """Where a run reports progress (the CLI draws it with rich; tests may record it)."""
+
+    def start(self, total_steps: int, done_steps: int, epochs: int, steps_per_epoch: int) -> None: ...
+    def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None: ...
+    def epoch(self, record: dict) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunSummary:
+    """What a finished (or interrupted) run achieved."""
+
+    run_dir: Path
+    epochs: int
+    steps: int
+    best_top1: float
+    last: EvalResult | None
+    seconds: float
+    images_per_second: float
+    interrupted: bool
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM while a run is active; the loop checks it between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        with contextlib.suppress(ValueError):  # signals can only be caught in the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def default_run_dir(options: TrainOptions) -> Path:
+    return Path("runs") / f"{Path(options.pretrained).name if options.pretrained else options.model}-" \
+                          f"{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(options: TrainOptions, *, resume: str | Path | None = None, reporter: Reporter | None = None) -> RunSummary:
+    """Train as `options` say (or continue the run in `resume`); returns the summary."""
+    if resume is not None:
+        run = RunDir(resume)
+        run.check_resumable()
+        options = run.options()
+    else:
+        run = RunDir(options.out or default_run_dir(options))
+        run.check_new()
+    env = D.setup(options.device)
+    try:
+        return _Trainer(options, run, env, reporter, resuming=resume is not None).fit()
+    finally:
+        D.teardown()
+
+
+class _Trainer:
+    def __init__(self, options: TrainOptions, run: RunDir, env: D.DistEnv, reporter: Reporter | None,
+                 resuming: bool) -> None:
+        self.options, self.run, self.env, self.reporter = options, run, env, reporter
+        config = run_config(options)
+        self.splits = load_splits(options.data, DataConfig.of(config), val_split=options.val_split, seed=options.seed)
+        torch.manual_seed(options.seed)
+        self.model = build_for_run(options, config, len(self.splits.classes)).to(env.device)
+        self.net = D.wrap(self.model, env, options.fsdp)
+        if options.compile:
+            self.net = torch.compile(self.net)
+        micro = options.batch_size // options.grad_accum  # global samples per forward
+        if micro % env.world:
+            raise ValueError(f"--batch-size {options.batch_size} / --grad-accum {options.grad_accum} = {micro} "
+                             f"must be divisible by the {env.world} processes")
+        if len(self.splits.train) < options.batch_size:
+            raise ValueError(f"--batch-size {options.batch_size} is larger than the {len(self.splits.train)} "
+                             "training images")
+        self.sampler = ShardedBatchSampler(len(self.splits.train), micro, rank=env.rank, world=env.world,
+                                           seed=options.seed)
+        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=options.workers)
+        val_sampler = ShardedBatchSampler(len(self.splits.val), micro, rank=env.rank, world=env.world,
+                                          shuffle=False, drop_last=False)
+        self.val_loader = DataLoader(self.splits.val, batch_sampler=val_sampler, num_workers=options.workers)
+        self.steps_per_epoch = len(self.sampler) // options.grad_accum
+        total = self.steps_per_epoch * options.epochs
+        warmup = min(total, round(options.warmup_epochs * self.steps_per_epoch))
+        self.optimizer, self.schedule = build_optimizer(
+            self.model, options.lr, options.weight_decay, total, max(1, warmup), options.min_lr
+        )
+        self.autocast = _autocast(options.precision, env.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=options.precision == "fp16" and env.device.type == "cuda")
+        self.records: list[dict] = []
+        self.best_top1 = -1.0
+        self.epoch, self.step_in_epoch, self.step = 0, 0, 0
+        self.last: EvalResult | None = None
+        if resuming:
+            self._restore(run.load_state())
+        elif env.is_main:
+            run.start(options, self.splits.classes)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def fit(self) -> RunSummary:
+        opts, start, images = self.options, time.perf_counter(), 0
+        if self.reporter:
+            self.reporter.start(self.steps_per_epoch * opts.epochs, self.step, opts.epochs, self.steps_per_epoch)
+        interrupted = False
+        with _StopFlag() as stop:
+            while self.epoch < opts.epochs and not interrupted:
+                self.sampler.set_epoch(self.epoch, self.step_in_epoch * opts.grad_accum)
+                self.splits.train.epoch = self.epoch
+                batches = iter(self.loader)
+                while self.step_in_epoch < self.steps_per_epoch:
+                    tick = time.perf_counter()
+                    loss = self._optimizer_step(batches)
+                    loss, stop_votes = self._reduce(loss, stop.requested)
+                    self.step += 1
+                    self.step_in_epoch += 1
+                    images += opts.batch_size
+                    rate = opts.batch_size / max(time.perf_counter() - tick, 1e-9)
+                    self.records.append({"kind": "step", "step": self.step, "epoch": self.epoch, "loss": loss,
+                                         "lr": self.schedule.get_last_lr()[0],
+                                         "epoch_float": self.epoch + self.step_in_epoch / self.steps_per_epoch})
+                    if self.reporter:
+                        self.reporter.step(self.epoch, self.step, loss, rate)
+                    if stop_votes:
+                        interrupted = True
+                        break
+                    if opts.save_every and self.step % opts.save_every == 0:
+                        self._save_state()
+                if interrupted:
+                    self._save_state()
+                    break
+                self._end_epoch()
+        if self.reporter:
+            self.reporter.close()
+        seconds = time.perf_counter() - start
+        return RunSummary(self.run.path, self.epoch, self.step, self.best_top1, self.last, seconds,
+                          images / max(seconds, 1e-9), interrupted)
+
+    def _optimizer_step(self, batches) -> float:
+        """One optimizer step over `grad_accum` micro-batches; returns this process's mean loss."""
+        accum, total = self.options.grad_accum, 0.0
+        for micro in range(accum):
+            images, labels = next(batches)
+            images, labels = images.to(self.env.device), labels.to(self.env.device)
+            sync = micro == accum - 1 or not hasattr(self.net, "no_sync")
+            with contextlib.nullcontext() if sync else self.net.no_sync(), self.autocast:
+                logits = self.net(images)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.options.label_smoothing)
+            self.scaler.scale(loss / accum).backward()
+            total += loss.item() / accum
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+        return total
+
+    def _reduce(self, loss: float, stop: bool) -> tuple[float, bool]:
+        """Mean loss over processes, and whether any process was asked to stop (all stop together)."""
+        if self.env.world == 1:
+            return loss, stop
+        t = D.all_sum(torch.tensor([loss, float(stop)], dtype=torch.float64), self.env)
+        return t[0].item() / self.env.world, bool(t[1].item())
+
+    def _end_epoch(self) -> None:
+        result = evaluate(self.net, self.val_loader, len(self.splits.classes), self.env, self.autocast)
+        self.last = result
+        epoch_steps = [r["loss"] for r in self.records if r["kind"] == "step" and r["epoch"] == self.epoch]
+        record = {"kind": "epoch", "epoch": self.epoch, "step": self.step,
+                  "train_loss": sum(epoch_steps) / max(len(epoch_steps), 1), "val_loss": result.loss,
+                  "val_top1": result.top1, "val_top5": result.top5, "lr": self.schedule.get_last_lr()[0]}
+        self.records.append(record)
+        improved = result.top1 > self.best_top1
+        self.best_top1 = max(self.best_top1, result.top1)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        model_sd, _ = D.full_state(self.net)
+        if improved and self.env.is_main:
+            self.run.save_best(self.model, model_sd)
+        self._save_state(model_sd)
+        if self.reporter:
+            self.reporter.epoch(record)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def _save_state(self, model_sd: dict | None = None) -> None:
+        """Everything needed to continue exactly here; every process gathers, rank 0 writes."""
+        full_model, optim_sd = D.full_state(self.net, self.optimizer)
+        if not self.env.is_main:
+            return
+        state = {
+            "model": model_sd if model_sd is not None else full_model,
+            "optimizer": optim_sd,
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "step": self.step,
+            "best_top1": self.best_top1,
+            "records": self.records,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        self.run.save_state(state)
+        self.run.write_metrics(self.records)
+        plot_curves(self.records, self.run.path / "curves.png")
+
+    def _restore(self, state: dict) -> None:
+        D.load_full_state(self.net, state["model"], self.optimizer, state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step_in_epoch, self.step = state["epoch"], state["step_in_epoch"], state["step"]
+        self.best_top1, self.records = state["best_top1"], state["records"]
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

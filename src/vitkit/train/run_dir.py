@@ -1,0 +1,71 @@
+"""A run directory: options, labels, weights (best and last), resumable state, metrics and curves.
+
+Every file is written to a temporary name and renamed, so an interrupted write leaves the old file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoints import atomic_path, save_pretrained, save_state_dict
+from ..checkpoints.io import write_text
+from .options import TrainOptions
+
+STATE = "train_state.pt"
+OPTIONS = "train_options.json"
+LABELS = "labels.json"
+METRICS = "metrics.jsonl"
+LAST = "last.safetensors"
+
+
+class RunDir:
+    """Reads and writes the files of one run (rank 0 writes; every rank may read)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def check_new(self) -> None:
+        """Refuse to train into a directory that already holds a run (nothing is overwritten)."""
+        if (self.path / STATE).exists() or (self.path / OPTIONS).exists():
+            raise ValueError(f"{self.path} already holds a run; continue it with --resume {self.path}, "
+                             "or pick another --out")
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {self.path} exists and is not a directory")
+
+    def check_resumable(self) -> None:
+        if not (self.path / STATE).is_file() or not (self.path / OPTIONS).is_file():
+            raise ValueError(f"{self.path} is not a vitkit run directory with a checkpoint to resume "
+                             f"(no {STATE} / {OPTIONS})")
+
+    def start(self, options: TrainOptions, classes: list[str]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text(self.path / OPTIONS, options.to_json() + "\n")
+        write_text(self.path / LABELS, json.dumps(classes, indent=2) + "\n")
+
+    def options(self) -> TrainOptions:
+        return TrainOptions.from_file(self.path / OPTIONS)
+
+    def labels(self) -> list[str]:
+        path = self.path / LABELS
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def save_best(self, model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
+        """The best weights as a vitkit model directory (config.json + model.safetensors)."""
+        save_pretrained(model, self.path, state_dict=state_dict)
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Resumable state (model, optimizer, schedule, step, RNG, metrics) in one atomic file, plus last weights."""
+        with atomic_path(self.path / STATE) as tmp:
+            torch.save(state, tmp)
+        save_state_dict(state["model"], self.path / LAST)
+
+    def load_state(self) -> dict[str, Any]:
+        return torch.load(self.path / STATE, map_location="cpu", weights_only=True)
+
+    def write_metrics(self, records: list[dict]) -> None:
+        write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in records))
