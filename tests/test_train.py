@@ -147,7 +147,7 @@ def test_hard_kill_leaves_the_last_checkpoint_intact(tmp_path: Path) -> None:
     proc.kill()
     proc.wait()
     state = torch.load(run / "train_state.pt", weights_only=True)
-    assert state["step"] > 0 and state["step"] % 3 == 0 or state["step_in_epoch"] == 0
+    assert state["step"] > 0 and (state["step"] % 3 == 0 or state["step_in_epoch"] == 0)
     resumed = train(TrainOptions(), resume=run)
     assert resumed.epochs == 20 and not resumed.interrupted
 
