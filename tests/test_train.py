@@ -118,7 +118,8 @@ def test_eval_on_a_digits_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sharding", [[], ["--fsdp"]], ids=["ddp", "fsdp2"])
+def test_two_process_torchrun_matches_one_process(tmp_path: Path, sharding: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     args = ["-m", "vitkit", "train", "--epochs", "1", "--batch-size", "32", "--drop-path", "0"]
@@ -126,8 +127,8 @@ def test_two_process_torchrun_matches_one_process(tmp_path: Path) -> None:
                          text=True, timeout=600)
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          "29517", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True,
-                         timeout=600)
+                          "29517", *args, *sharding, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")
     assert len(a) == len(b) == 1437 // 32
