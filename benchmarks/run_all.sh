@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Regenerate BENCHMARKS.md: the machine, every command, its table, its plot, and the targets of issue 5.
+#
+#   benchmarks/run_all.sh          CPU suite in fp32 (the targets are CPU ones; about an hour on 2 cores)
+#   benchmarks/run_all.sh gpu      GPU suite in bf16, every attention backend, plus torch.compile
+#   benchmarks/run_all.sh quick    preliminary: tiny models, few steps (minutes), replaced by the CPU suite
+#
+# Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
+# from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
+# Run it on a quiet machine: other processes on the same cores make every number slower and noisier.
+# Knobs: STEPS (timed steps, default 10), WARMUP (2), MEMORY_LEVELS (recomputed-block counts, 0-12).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUITE=${1:-cpu}
+OUT=benchmarks/results/$SUITE
+SECTION=$OUT/section.md
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" COLUMNS=170 NO_COLOR=1 TTY_COMPATIBLE=0
+MODELS=(vit_small_patch16_224 vit_base_patch16_224)
+SIMPLE=simple_vit_small_patch16_224
+MEMORY_MODEL=vit_base_patch16_224
+case "$SUITE" in
+  cpu) TITLE="CPU suite (fp32)"; DEVICE=cpu; PRECISION=fp32; INFER_BATCH=16; TRAIN_BATCH=8; MEMORY_BATCH=32
+       ATTENTION=auto; KERNELS=math,sdpa,flex; TOKENS=197,577,1025,4097; STEPS=${STEPS:-10}
+       MEMORY_LEVELS=${MEMORY_LEVELS:-0-12}
+       rm -rf benchmarks/results/quick ;;
+  gpu) TITLE="GPU suite (bf16)"; DEVICE=cuda; PRECISION=bf16; INFER_BATCH=128; TRAIN_BATCH=64; MEMORY_BATCH=64
+       ATTENTION=all; KERNELS=all; TOKENS=197,577,1025,4097,16385; STEPS=${STEPS:-10}
+       MEMORY_LEVELS=${MEMORY_LEVELS:-0-12} ;;
+  quick) TITLE="Preliminary: quick suite (tiny models, few steps; the CPU suite replaces it)"; DEVICE=cpu
+       PRECISION=fp32; INFER_BATCH=4; TRAIN_BATCH=4; MEMORY_BATCH=8; ATTENTION=auto; KERNELS=math,sdpa
+       TOKENS=197,577; STEPS=${STEPS:-3}; MEMORY_LEVELS=${MEMORY_LEVELS:-0,6,12}; MODELS=(vit_tiny_patch16_224)
+       SIMPLE=""; MEMORY_MODEL=vit_tiny_patch16_224 ;;
+  *) echo "usage: $0 [cpu|gpu|quick]" >&2; exit 2 ;;
+esac
+WARMUP=${WARMUP:-2}
+rm -rf "$OUT"
+mkdir -p "$OUT"
+
+machine() {
+  echo "### Machine"
+  echo
+  echo '```text'
+  python - "$DEVICE" <<'PY'
+import sys
+
+import torch
+
+from vitkit.bench.machine import machine_info
+
+for key, value in machine_info(torch.device(sys.argv[1])).items():
+    print(f"{key:15} {value}")
+PY
+  if command -v lscpu >/dev/null; then
+    lscpu | grep -E '^(Model name|CPU\(s\)|Thread\(s\) per core|Core\(s\) per socket|Socket\(s\)|L2|L3)' || true
+  fi
+  if [ "$DEVICE" = cuda ] && command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  fi
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)"
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), vitkit commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo '```'
+  echo
+  echo "<details><summary>torch build configuration</summary>"
+  echo
+  echo '```text'
+  python -c 'import torch; print(torch.__config__.show().strip())'
+  echo '```'
+  echo "</details>"
+  echo
+}
+
+# bench NAME TITLE ARGS...: run `vitkit ARGS --json --plot`, append its command, table and plot to the section.
+bench() {
+  local name=$1 title=$2
+  shift 2
+  local args=("$@" --json "$OUT/$name.json" --plot "$OUT/$name.png")
+  echo ">> vitkit ${args[*]}" >&2
+  {
+    echo "#### $title"
+    echo
+    echo '```bash'
+    echo "vitkit ${args[*]}"
+    echo '```'
+    echo
+    echo '```text'
+    python -m vitkit "${args[@]}"
+    echo '```'
+    echo
+    echo "![$title]($OUT/$name.png)"
+    echo
+  } >>"$SECTION"
+}
+
+{
+  echo "## $TITLE"
+  echo
+  # More runnable processes than cores at the start: say so next to the numbers.
+  if awk -v cores="$(nproc)" '{ exit !($1 > cores / 2) }' /proc/loadavg 2>/dev/null; then
+    echo "**Measured under load** (load average $(cut -d' ' -f1 /proc/loadavg) on $(nproc) cores): other processes"
+    echo "shared these cores, so absolute numbers are low and noisy; ratios within a table are the figures to read."
+    echo
+  fi
+  machine
+} >"$SECTION"
+
+COMMON=(--device "$DEVICE" --precision "$PRECISION" --steps "$STEPS" --warmup "$WARMUP")
+for model in "${MODELS[@]}"; do
+  bench "${model}_infer" "$model, inference, batch $INFER_BATCH" bench --model "$model" --mode infer \
+    --batch-size "$INFER_BATCH" --attention "$ATTENTION" --peers timm,vit-pytorch,hf "${COMMON[@]}"
+  bench "${model}_train" "$model, training, batch $TRAIN_BATCH" bench --model "$model" --mode train \
+    --batch-size "$TRAIN_BATCH" --attention "$ATTENTION" --peers timm,vit-pytorch,hf "${COMMON[@]}"
+done
+if [ -n "$SIMPLE" ]; then
+  bench "${SIMPLE}_infer" "$SIMPLE, inference, batch $INFER_BATCH" bench --model "$SIMPLE" --mode infer \
+    --batch-size "$INFER_BATCH" --peers vit-pytorch,vit-pytorch-flash "${COMMON[@]}"
+  bench "${SIMPLE}_train" "$SIMPLE, training, batch $TRAIN_BATCH" bench --model "$SIMPLE" --mode train \
+    --batch-size "$TRAIN_BATCH" --peers vit-pytorch,vit-pytorch-flash "${COMMON[@]}"
+fi
+if [ "$SUITE" = gpu ]; then
+  bench vit_base_patch16_224_compiled "vit_base_patch16_224, torch.compile, both modes" bench \
+    --model vit_base_patch16_224 --mode both --batch-size "$TRAIN_BATCH" --compile --peers timm "${COMMON[@]}"
+fi
+bench attention "attention kernels, 12 heads x 64, batch 1" bench attention --tokens "$TOKENS" --heads 12 \
+  --head-dim 64 --backends "$KERNELS" "${COMMON[@]}"
+bench memory "gradient checkpointing, $MEMORY_MODEL, training, batch $MEMORY_BATCH" bench memory \
+  --model "$MEMORY_MODEL" --batch-size "$MEMORY_BATCH" --levels "$MEMORY_LEVELS" --device "$DEVICE" \
+  --precision "$PRECISION" --steps 3 --warmup 1
+if [ "$SUITE" = cpu ]; then
+  python benchmarks/targets.py "$OUT" >>"$SECTION"
+fi
+
+python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
+echo "wrote BENCHMARKS.md ($OUT)" >&2

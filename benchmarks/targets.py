@@ -1,0 +1,82 @@
+"""Print the CPU targets of issue 5 as a markdown table, from the JSON results of `run_all.sh cpu`.
+
+    python benchmarks/targets.py benchmarks/results/cpu
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _rows(directory: Path, name: str) -> dict[str, dict]:
+    path = directory / f"{name}.json"
+    if not path.is_file():
+        return {}
+    return {row["candidate"]: row for row in json.loads(path.read_text())["rows"] if row["status"] == "ok"}
+
+
+def _speed_ratio(directory: Path, name: str, peer: str) -> float | None:
+    rows = _rows(directory, name)
+    if "vitkit" not in rows or peer not in rows:
+        return None
+    return rows["vitkit"]["img_per_s"] / rows[peer]["img_per_s"]
+
+
+def _efficiency(directory: Path, name: str) -> float | None:
+    return _rows(directory, name).get("vitkit", {}).get("efficiency")
+
+
+def _memory_ratio(directory: Path) -> float | None:
+    path = directory / "memory.json"
+    if not path.is_file():
+        return None
+    rows = [row for row in json.loads(path.read_text())["rows"] if row["status"] == "ok"]
+    if not rows or rows[0]["recomputed"] != 0 or rows[-1]["recomputed"] != 12:
+        return None
+    return rows[-1]["mem_vs_none"]
+
+
+def targets(directory: Path) -> list[tuple[str, float | None, float, bool]]:
+    """(what, measured, goal, higher is better) for each target."""
+    found = []
+    for model in ("vit_small_patch16_224", "vit_base_patch16_224"):
+        for mode, batch in (("infer", 16), ("train", 8)):
+            found.append((f"vitkit / timm, {model}, {mode} batch {batch}",
+                          _speed_ratio(directory, f"{model}_{mode}", "timm"), 1.0, True))
+    simple = "simple_vit_small_patch16_224"
+    found += [
+        ("vitkit SimpleViT / vit-pytorch SimpleViT, infer", _speed_ratio(directory, f"{simple}_infer", "vit-pytorch"),
+         1.5, True),
+        ("vitkit SimpleViT / vit-pytorch SimpleViT, train", _speed_ratio(directory, f"{simple}_train", "vit-pytorch"),
+         1.0, True),
+        ("vitkit SimpleViT / simple_flash_attn_vit, infer",
+         _speed_ratio(directory, f"{simple}_infer", "vit-pytorch-flash"), 1.0, True),
+        ("vitkit SimpleViT / simple_flash_attn_vit, train",
+         _speed_ratio(directory, f"{simple}_train", "vit-pytorch-flash"), 1.0, True),
+        ("vitkit GFLOP/s / same-shape matmul rate, vit_base_patch16_224 infer",
+         _efficiency(directory, "vit_base_patch16_224_infer"), 0.9, True),
+        ("peak training memory, all 12 blocks recomputed / none, vit_base_patch16_224 batch 32",
+         _memory_ratio(directory), 0.5, False),
+    ]
+    return found
+
+
+def main() -> None:
+    directory = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/cpu")
+    print("### Targets (issue 5, CPU, fp32, medians of the same run)\n")
+    print("| target | goal | measured | met |")
+    print("|---|---|---|---|")
+    for what, measured, goal, higher in targets(directory):
+        sign = "≥" if higher else "≤"
+        if measured is None:
+            print(f"| {what} | {sign} {goal:.2f} | not measured | |")
+            continue
+        met = measured >= goal if higher else measured <= goal
+        print(f"| {what} | {sign} {goal:.2f} | {measured:.2f} | {'yes' if met else '**no**'} |")
+    print()
+
+
+if __name__ == "__main__":
+    main()
