@@ -250,6 +250,7 @@ def test_bench_train_writes_every_column(tmp_path, inprocess_workers):
     assert report["baselines"] == {"train": "timm"}
 
 
+@pytest.mark.slow
 def test_bench_both_modes_against_timm(tmp_path, inprocess_workers):
     result = invoke("bench", *TINY, "--mode", "both", "--peers", "timm", "--attention", "sdpa,math",
                     "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"))
@@ -330,6 +331,7 @@ def test_bench_attention_rejects_bad_tokens_and_auto():
         AttentionBenchSettings(head_dim=0)
 
 
+@pytest.mark.slow
 def test_bench_memory_trains_once_per_level(tmp_path, inprocess_workers):
     # Batch 64, so that activations outweigh the weights and optimizer state of this tiny model.
     result = invoke("bench", "memory", *TINY, "--batch-size", "64", "--levels", "0,4",
