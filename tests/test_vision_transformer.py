@@ -19,6 +19,7 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT
 from torch import nn
 
 import vitkit
+from interop_helpers import images
 from vitkit.attention import BackendUnavailableError
 from vitkit.models import ViTConfig, build_model, config_from_dict
 
@@ -33,10 +34,6 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-
 def small_vit(**overrides: Any) -> vitkit.VisionTransformer:
     torch.manual_seed(0)
     return vitkit.VisionTransformer(**{**SMALL, **overrides})
-
-
-def images(batch: int = 2, height: int = 32, width: int = 32, channels: int = 3, seed: int = 1) -> torch.Tensor:
-    return torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(seed))
 
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
