@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .big_vision import convert_big_vision, is_big_vision
 from .clip import convert_hf_clip, convert_open_clip
 from .dinov2 import convert_dinov2, convert_hf_dinov2
 from .hf_siglip import convert_hf_siglip
@@ -36,6 +37,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("dinov2", "original DINOv2 (facebookresearch torch.hub), with or without registers", convert_dinov2),
     Format("vit-pytorch", "lucidrains vit-pytorch ViT", convert_vit_pytorch),
     Format("vit-pytorch-simple", "lucidrains vit-pytorch SimpleViT", convert_vit_pytorch_simple),
+    Format("big_vision", "Google JAX .npz: big_vision ViT / SigLIP image tower, original ViT", convert_big_vision),
 )}
 
 
@@ -46,6 +48,8 @@ def _has(keys: set[str], *fragments: str) -> bool:
 def detect_format(state_dict: StateDict) -> str | None:
     """The name of the format whose keys these are, or None when no rule matches."""
     keys = set(state_dict)
+    if is_big_vision(keys):
+        return "big_vision"
     if _has(keys, "visual.trunk."):
         return "open_clip-timm"
     if {"visual.class_embedding", "class_embedding"} & keys or _has(keys, "visual.transformer.resblocks."):

@@ -6,9 +6,11 @@ import contextlib
 import os
 import pickle
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -45,7 +47,7 @@ def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file, or of a .pt/.pth/.bin pickle loaded with weights_only=True.
+    """Tensors of a .safetensors file, a .pt/.pth/.bin pickle loaded with weights_only=True, or a JAX .npz.
 
     Raises FileNotFoundError for a missing file and ValueError naming the file for anything unreadable.
     """
@@ -59,8 +61,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
             raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from err
+    if path.suffix == ".npz":
+        return read_npz(path)
     if path.suffix not in PICKLE_SUFFIXES:
-        raise ValueError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors or .pt/.pth/.bin")
+        raise ValueError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors, .pt/.pth/.bin or .npz")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -71,6 +75,28 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from err
     return _unwrap(obj, path)
+
+
+def read_npz(path: Path) -> dict[str, torch.Tensor]:
+    """The arrays of a NumPy .npz archive (JAX/Flax checkpoints), never unpickling object arrays.
+
+    bfloat16 arrays, which NumPy saves as 2-byte void, come back as torch.bfloat16.
+    """
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz archive of arrays (truncated or corrupt?): {err}") from err
+    tensors = {}
+    for key, array in arrays.items():
+        if array.dtype.kind == "V" and array.dtype.itemsize == 2:
+            tensors[key] = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
+        else:
+            tensors[key] = torch.from_numpy(np.ascontiguousarray(array))
+    return tensors
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

@@ -196,9 +196,10 @@ def load_pretrained(
 ) -> nn.Module:
     """A vitkit model with the weights of `source`, in eval mode.
 
-    `source`: a vitkit directory; a weights file (.safetensors, or .pt/.pth/.bin read with weights_only=True;
-    JSON files beside it are read too); an HF-style directory (config.json + model.safetensors or
-    pytorch_model.bin, sharded or not; OpenCLIP's open_clip_config.json); or `hf-hub:org/name[@rev]`.
+    `source`: a vitkit directory; a weights file (.safetensors, .pt/.pth/.bin read with weights_only=True, or a
+    big_vision / vision_transformer JAX .npz; JSON files beside it are read too); an HF-style directory
+    (config.json + model.safetensors or pytorch_model.bin, sharded or not; OpenCLIP's open_clip_config.json);
+    or `hf-hub:org/name[@rev]`.
     `source_format`: 'auto' (from the keys) or a name from `vitkit.checkpoints.FORMATS`.
     `model`: load into this model instead of building one from the inferred config.
     `img_size`: build at this size; the learned position table is resampled (bicubic, prefix tokens kept).
