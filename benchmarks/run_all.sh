@@ -8,7 +8,8 @@
 # Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
 # from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
 # Run it on a quiet machine: other processes on the same cores make every number slower and noisier.
-# Knobs: STEPS (timed steps, default 10), WARMUP (2), MEMORY_LEVELS (recomputed-block counts, 0-12).
+# Knobs: STEPS (timed steps per round), ROUNDS (candidates run in turn this many times, steps pooled),
+# WARMUP (2), MEMORY_LEVELS (recomputed-block counts), MEMORY_STEPS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,15 +22,16 @@ SIMPLE=simple_vit_small_patch16_224
 MEMORY_MODEL=vit_base_patch16_224
 case "$SUITE" in
   cpu) TITLE="CPU suite (fp32)"; DEVICE=cpu; PRECISION=fp32; INFER_BATCH=16; TRAIN_BATCH=8; MEMORY_BATCH=32
-       ATTENTION=auto; KERNELS=math,sdpa,flex; TOKENS=197,577,1025,4097; STEPS=${STEPS:-10}
-       MEMORY_LEVELS=${MEMORY_LEVELS:-0-12}
+       ATTENTION=auto; KERNELS=math,sdpa,flex; TOKENS=197,577,1025,4097; STEPS=${STEPS:-5}; ROUNDS=${ROUNDS:-2}
+       MEMORY_LEVELS=${MEMORY_LEVELS:-0,6,12}; MEMORY_STEPS=${MEMORY_STEPS:-1}
        rm -rf benchmarks/results/quick ;;
   gpu) TITLE="GPU suite (bf16)"; DEVICE=cuda; PRECISION=bf16; INFER_BATCH=128; TRAIN_BATCH=64; MEMORY_BATCH=64
-       ATTENTION=all; KERNELS=all; TOKENS=197,577,1025,4097,16385; STEPS=${STEPS:-10}
-       MEMORY_LEVELS=${MEMORY_LEVELS:-0-12} ;;
+       ATTENTION=all; KERNELS=all; TOKENS=197,577,1025,4097,16385; STEPS=${STEPS:-10}; ROUNDS=${ROUNDS:-1}
+       MEMORY_LEVELS=${MEMORY_LEVELS:-0-12}; MEMORY_STEPS=${MEMORY_STEPS:-3} ;;
   quick) TITLE="Preliminary: quick suite (tiny models, few steps; the CPU suite replaces it)"; DEVICE=cpu
        PRECISION=fp32; INFER_BATCH=4; TRAIN_BATCH=4; MEMORY_BATCH=8; ATTENTION=auto; KERNELS=math,sdpa
-       TOKENS=197,577; STEPS=${STEPS:-3}; MEMORY_LEVELS=${MEMORY_LEVELS:-0,6,12}; MODELS=(vit_tiny_patch16_224)
+       TOKENS=197,577; STEPS=${STEPS:-3}; ROUNDS=${ROUNDS:-1}; MEMORY_LEVELS=${MEMORY_LEVELS:-0,6,12}
+       MEMORY_STEPS=${MEMORY_STEPS:-3}; MODELS=(vit_tiny_patch16_224)
        SIMPLE=""; MEMORY_MODEL=vit_tiny_patch16_224 ;;
   *) echo "usage: $0 [cpu|gpu|quick]" >&2; exit 2 ;;
 esac
@@ -105,17 +107,21 @@ bench() {
 } >"$SECTION"
 
 COMMON=(--device "$DEVICE" --precision "$PRECISION" --steps "$STEPS" --warmup "$WARMUP")
+ROUNDS_ARG=(--rounds "$ROUNDS")
 for model in "${MODELS[@]}"; do
+  # every peer on the first model; timm alone (the target's baseline) on the larger ones, to keep the CPU suite short
+  peers=timm
+  if [ "$model" = "${MODELS[0]}" ] || [ "$SUITE" = gpu ]; then peers=timm,vit-pytorch,hf; fi
   bench "${model}_infer" "$model, inference, batch $INFER_BATCH" bench --model "$model" --mode infer \
-    --batch-size "$INFER_BATCH" --attention "$ATTENTION" --peers timm,vit-pytorch,hf "${COMMON[@]}"
+    --batch-size "$INFER_BATCH" --attention "$ATTENTION" --peers "$peers" "${ROUNDS_ARG[@]}" "${COMMON[@]}"
   bench "${model}_train" "$model, training, batch $TRAIN_BATCH" bench --model "$model" --mode train \
-    --batch-size "$TRAIN_BATCH" --attention "$ATTENTION" --peers timm,vit-pytorch,hf "${COMMON[@]}"
+    --batch-size "$TRAIN_BATCH" --attention "$ATTENTION" --peers "$peers" "${ROUNDS_ARG[@]}" "${COMMON[@]}"
 done
 if [ -n "$SIMPLE" ]; then
   bench "${SIMPLE}_infer" "$SIMPLE, inference, batch $INFER_BATCH" bench --model "$SIMPLE" --mode infer \
-    --batch-size "$INFER_BATCH" --peers vit-pytorch,vit-pytorch-flash "${COMMON[@]}"
+    --batch-size "$INFER_BATCH" --peers vit-pytorch,vit-pytorch-flash "${ROUNDS_ARG[@]}" "${COMMON[@]}"
   bench "${SIMPLE}_train" "$SIMPLE, training, batch $TRAIN_BATCH" bench --model "$SIMPLE" --mode train \
-    --batch-size "$TRAIN_BATCH" --peers vit-pytorch,vit-pytorch-flash "${COMMON[@]}"
+    --batch-size "$TRAIN_BATCH" --peers vit-pytorch,vit-pytorch-flash "${ROUNDS_ARG[@]}" "${COMMON[@]}"
 fi
 if [ "$SUITE" = gpu ]; then
   bench vit_base_patch16_224_compiled "vit_base_patch16_224, torch.compile, both modes" bench \
@@ -125,7 +131,7 @@ bench attention "attention kernels, 12 heads x 64, batch 1" bench attention --to
   --head-dim 64 --backends "$KERNELS" "${COMMON[@]}"
 bench memory "gradient checkpointing, $MEMORY_MODEL, training, batch $MEMORY_BATCH" bench memory \
   --model "$MEMORY_MODEL" --batch-size "$MEMORY_BATCH" --levels "$MEMORY_LEVELS" --device "$DEVICE" \
-  --precision "$PRECISION" --steps 3 --warmup 1
+  --precision "$PRECISION" --steps "$MEMORY_STEPS" --warmup 1
 if [ "$SUITE" = cpu ]; then
   python benchmarks/targets.py "$OUT" >>"$SECTION"
 fi

@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from vitkit.bench import runner
 from vitkit.bench.attention_bench import AttentionBenchSettings
 from vitkit.bench.candidates import PEERS
 from vitkit.bench.flops import analytic_flops, block_gemms, counted_flops
@@ -292,6 +293,31 @@ def test_bad_options_are_one_line_errors(args, message):
     assert result.exit_code == 1
     assert result.stderr.startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_rounds_take_turns_and_pool_the_steps(tmp_path, inprocess_workers, monkeypatch):
+    order = []
+    real = runner.run_worker
+    monkeypatch.setattr(runner, "run_worker", lambda spec: order.append(spec.candidate) or real(spec))
+    result = invoke("bench", *TINY, "--mode", "infer", "--peers", "timm", "--rounds", "2", "--json",
+                    str(tmp_path / "r.json"))
+    assert result.exit_code == 0, result.output
+    assert order == ["vitkit", "timm", "vitkit", "timm"]  # in turn, so a load change hits both alike
+    report = check_model_report(tmp_path / "r.json", ["infer"], ["vitkit", "timm"])
+    assert report["settings"]["rounds"] == 2
+
+
+def test_merge_rounds_pools_steps_and_keeps_a_failure():
+    ok = {"status": "ok", "step_s": [1.0, 2.0], "peak_mem_mb": 10.0, "tensor_mem_mb": None,
+          "ceiling_gflops_per_s": 5.0, "flops_counted": 3}
+    later = dict(ok, step_s=[3.0], peak_mem_mb=12.0, ceiling_gflops_per_s=7.0)
+    failed = {"status": "failed", "reason": "boom"}
+    merged = runner.merge_rounds([{"library": "x", "params": 1, "modes": {"infer": ok, "train": ok}},
+                                  {"library": "x", "params": 1, "modes": {"infer": later, "train": failed}}])
+    assert merged["modes"]["infer"]["step_s"] == [1.0, 2.0, 3.0]
+    assert merged["modes"]["infer"]["peak_mem_mb"] == 12.0 and merged["modes"]["infer"]["tensor_mem_mb"] is None
+    assert merged["modes"]["infer"]["ceiling_gflops_per_s"] == 6.0
+    assert merged["modes"]["train"] == failed
 
 
 def test_settings_resolve_all_none_and_aliases():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -79,6 +80,7 @@ class ModelBenchSettings:
     grad_checkpointing: int = 0
     steps: int = 10
     warmup: int = 2
+    rounds: int = 1
     device: str = "auto"
     seed: int = 0
     threads: int | None = None
@@ -86,7 +88,8 @@ class ModelBenchSettings:
     def __post_init__(self) -> None:
         if self.mode not in MODE_CHOICES:
             raise ValueError(f"mode must be one of {', '.join(MODE_CHOICES)}, got {self.mode!r}")
-        check_ints(self, {"batch_size": 1, "steps": 1, "warmup": 0, "grad_checkpointing": 0, "threads": 1})
+        check_ints(self, {"batch_size": 1, "steps": 1, "warmup": 0, "rounds": 1, "grad_checkpointing": 0,
+                          "threads": 1})
         if self.img_size is not None and (not isinstance(self.img_size, int) or self.img_size < 1):
             raise ValueError(f"img_size must be a positive integer, got {self.img_size!r}")
         if self.compile and self.warmup < 1:
@@ -186,6 +189,25 @@ def run_worker(spec: CandidateSpec) -> dict[str, Any]:
             "modes": {mode: {"status": "failed", "reason": why} for mode in spec.modes}}
 
 
+def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One candidate's rounds as one result: step times pooled, memory peaks maxed, the ceilings' median.
+    A mode that failed in any round is reported failed."""
+    modes: dict[str, Any] = {}
+    for mode in results[0]["modes"]:
+        outcomes = [result["modes"][mode] for result in results]
+        bad = next((o for o in outcomes if o["status"] != "ok"), None)
+        if bad is not None:
+            modes[mode] = bad
+            continue
+        merged = dict(outcomes[0], step_s=[s for o in outcomes for s in o["step_s"]])
+        for key in ("peak_mem_mb", "tensor_mem_mb"):
+            values = [o[key] for o in outcomes if o[key] is not None]
+            merged[key] = max(values) if values else None
+        merged["ceiling_gflops_per_s"] = statistics.median(o["ceiling_gflops_per_s"] for o in outcomes)
+        modes[mode] = merged
+    return {**results[0], "modes": modes}
+
+
 def _skips(spec: CandidateSpec, settings: ModelBenchSettings, device: torch.device) -> dict[str, str]:
     """Modes this candidate cannot run here, with why, found without starting a process."""
     config, gc = settings.config, settings.grad_checkpointing
@@ -239,7 +261,11 @@ def vitkit_name(attention: str) -> str:
 
 
 def run_model_bench(settings: ModelBenchSettings, progress: Progress | None = None) -> ModelBenchReport:
-    """Every candidate in its own process, one after another; see the module docstring."""
+    """Every candidate in its own process, one after another; see the module docstring.
+
+    With `rounds` > 1 the candidates run in turn that many times (A B C, A B C, ...) and each one's step
+    times are pooled, so a change in machine load over the run falls on every candidate alike.
+    """
     say = progress or (lambda message: None)
     device = resolve_device(settings.device)
     with torch_threads(settings.threads):
@@ -247,14 +273,22 @@ def run_model_bench(settings: ModelBenchSettings, progress: Progress | None = No
     rows: list[Row] = []
     jobs = [(vitkit_name(a), settings.spec("vitkit", a)) for a in settings.attention]
     jobs += [(peer, settings.spec(peer)) for peer in settings.peers]
+    runnable: dict[str, CandidateSpec] = {}
     for name, spec in jobs:
         skips = _skips(spec, settings, device)
         library = PEERS[spec.candidate].dist if spec.candidate in PEERS else "vitkit"
         rows += [Row(name, mode, "skipped", library=library, reason=why) for mode, why in skips.items()]
-        runnable = tuple(mode for mode in spec.modes if mode not in skips)
-        if runnable:
-            say(f"{name}: {', '.join(runnable)}")
-            rows += _rows(name, run_worker(dataclasses.replace(spec, modes=runnable)), settings)
+        modes = tuple(mode for mode in spec.modes if mode not in skips)
+        if modes:
+            runnable[name] = dataclasses.replace(spec, modes=modes)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in runnable}
+    for round_index in range(settings.rounds):
+        for name, spec in runnable.items():
+            turn = f" (round {round_index + 1}/{settings.rounds})" if settings.rounds > 1 else ""
+            say(f"{name}: {', '.join(spec.modes)}{turn}")
+            results[name].append(run_worker(spec))
+    for name, outcomes in results.items():
+        rows += _rows(name, merge_rounds(outcomes), settings)
     order = [name for name, _ in jobs]
     rows.sort(key=lambda row: (MODES.index(row.mode), order.index(row.candidate)))
     baselines = _ratios(rows, settings.modes, settings.peers)

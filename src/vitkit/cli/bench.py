@@ -89,6 +89,9 @@ def bench(
     ),
     steps: int = _COMMON["steps"],
     warmup: int = _COMMON["warmup"],
+    rounds: int = typer.Option(
+        1, "--rounds", help="Run the candidates in turn this many times and pool their steps (fair under load)."
+    ),
     device: str = _COMMON["device"],
     seed: int = _COMMON["seed"],
     threads: int | None = _COMMON["threads"],
@@ -105,8 +108,8 @@ def bench(
     settings = ModelBenchSettings(
         model=model, mode=mode, batch_size=batch_size, img_size=img_size, precision=precision,
         attention=split_list(attention, "--attention"), peers=split_list(peers, "--peers"), compile=compile_,
-        grad_checkpointing=grad_checkpointing, steps=steps, warmup=warmup, device=device, seed=seed,
-        threads=threads,
+        grad_checkpointing=grad_checkpointing, steps=steps, warmup=warmup, rounds=rounds, device=device,
+        seed=seed, threads=threads,
     )
     report = run_model_bench(settings, progress=_progress).to_dict()
     _outputs(report, model_table, json_path, plot_path, plot_model)
