@@ -158,6 +158,13 @@ def test_size_option_and_greyscale_models(tmp_path):
         assert png.size == (96, 64)
         pixels = np.asarray(png)
     assert pixels.std() > 0  # not a flat picture
+    paired = attention_map(model, source, tmp_path / "pair.png", size=(64, 96), with_image=True)
+    with Image.open(paired.path) as png, Image.open(source) as digit:
+        assert png.size == (96 + 4 + 96, 64)
+        left = np.asarray(png)[:, :96]
+        np.testing.assert_array_equal(left, np.asarray(digit.convert("RGB").resize((96, 64), Image.Resampling.NEAREST)))
+        right = np.asarray(overlay(digit, paired.heat, size=(64, 96)))
+        np.testing.assert_array_equal(np.asarray(png)[:, 100:], right)
 
 
 def test_overlay_blends_the_heat_into_the_image():

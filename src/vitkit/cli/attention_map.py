@@ -25,7 +25,8 @@ def attention_map_command(
     size: str | None = typer.Option(None, "--size", help="Picture size N or HxW (default: the image's own; "
                                     "e.g. 256 makes an 8x8 digit readable)."),
     alpha: float = typer.Option(0.5, "--alpha", help="Heatmap opacity over the image, 0 to 1."),
-    colormap: str = typer.Option("inferno", "--colormap", help="A matplotlib colormap name."),
+    colormap: str = typer.Option("jet", "--colormap", help="A matplotlib colormap name."),
+    with_image: bool = typer.Option(False, "--with-image", help="The plain image on the left of the map."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Attention rollout (or the last layer's attention) of a model on an image, overlaid as a heatmap PNG."""
@@ -38,7 +39,8 @@ def attention_map_command(
         picture_size = (picture_size, picture_size)
     model = load_model_dir(checkpoint, argument="--checkpoint")
     out = out or Path(f"{image.stem}_attention.png")
-    result = attention_map(model, image, out, method=method, size=picture_size, alpha=alpha, colormap=colormap)
+    result = attention_map(model, image, out, method=method, size=picture_size, alpha=alpha, colormap=colormap,
+                           with_image=with_image)
     labels = RunDir(checkpoint).labels()
     label = None
     if result.top_class is not None:

@@ -1,7 +1,7 @@
 """Looking at where a ViT looks: attention weights recorded from the math path, attention rollout, and heatmaps
 over the input image."""
 
-from .overlay import AttentionMapResult, attention_map, overlay, save_png
+from .overlay import AttentionMapResult, attention_map, fit, overlay, save_png, side_by_side
 from .rollout import (
     METHODS,
     AttentionMaps,
@@ -21,9 +21,11 @@ __all__ = [
     "attention_map",
     "attention_maps",
     "attention_rollout",
+    "fit",
     "overlay",
     "patch_grid",
     "patch_heat",
     "record_attention",
     "save_png",
+    "side_by_side",
 ]

@@ -18,8 +18,24 @@ from ..data.transforms import resize
 from .rollout import attention_maps
 
 
+def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` as RGB at `size` (height, width): enlarged with nearest (pixels stay sharp), shrunk with Lanczos."""
+    height, width = size
+    enlarge = height >= image.height and width >= image.width
+    return image.convert("RGB").resize((width, height), Image.Resampling.NEAREST if enlarge else
+                                       Image.Resampling.LANCZOS)
+
+
+def side_by_side(left: Image.Image, right: Image.Image, gap: int = 4) -> Image.Image:
+    """Two pictures of one height next to each other on white, `gap` pixels apart."""
+    sheet = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), "white")
+    sheet.paste(left, (0, 0))
+    sheet.paste(right, (left.width + gap, 0))
+    return sheet
+
+
 def overlay(image: Image.Image, heat: torch.Tensor, *, size: tuple[int, int] | None = None, alpha: float = 0.5,
-            colormap: str = "inferno") -> Image.Image:
+            colormap: str = "jet") -> Image.Image:
     """`image` blended with `heat` (rows, cols) in [0, 1] coloured by `colormap`, as an RGB picture of `size`
     (height, width; default the image's own). The heat is upsampled bilinearly; an enlarged image keeps its
     pixels sharp (nearest), a shrunk one is filtered (Lanczos)."""
@@ -30,13 +46,11 @@ def overlay(image: Image.Image, heat: torch.Tensor, *, size: tuple[int, int] | N
     try:
         cmap = matplotlib.colormaps[colormap]
     except KeyError:
-        raise ValueError(f"unknown colormap {colormap!r}; try inferno, jet, viridis or magma") from None
+        raise ValueError(f"unknown colormap {colormap!r}; try jet, inferno, viridis or magma") from None
     height, width = size or (image.height, image.width)
     if height < 1 or width < 1:
         raise ValueError(f"size must be positive, got {height}x{width}")
-    enlarge = height >= image.height and width >= image.width
-    base = image.convert("RGB").resize((width, height), Image.Resampling.NEAREST if enlarge else
-                                       Image.Resampling.LANCZOS)
+    base = fit(image, (height, width))
     # (rows, cols) -> (height, width): bilinear, so a coarse patch grid reads as a smooth field.
     field = F.interpolate(heat.float()[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
     colour = cmap(field.clamp(0.0, 1.0).cpu().numpy())[..., :3]  # (height, width, 3) in [0, 1]
@@ -70,10 +84,12 @@ def attention_map(
     method: str = "rollout",
     size: tuple[int, int] | None = None,
     alpha: float = 0.5,
-    colormap: str = "inferno",
+    colormap: str = "jet",
+    with_image: bool = False,
 ) -> AttentionMapResult:
     """Read an image, run `model` on it (resized and normalised as its config says) and write the attention map
-    over the original picture as a PNG at `out`, of the image's size unless `size` (height, width) is given."""
+    over the original picture as a PNG at `out`, of the image's size unless `size` (height, width) is given.
+    `with_image` puts the plain image on the left of the map (the PNG is then twice as wide, plus a gap)."""
     image_path = Path(image_path)
     if not image_path.is_file():
         raise FileNotFoundError(f"image not found: {image_path}")
@@ -83,6 +99,8 @@ def attention_map(
     maps = attention_maps(model, batch, method=method)
     with Image.open(image_path) as image:
         picture = overlay(image, maps.heat[0], size=size, alpha=alpha, colormap=colormap)
+        if with_image:
+            picture = side_by_side(fit(image, (picture.height, picture.width)), picture)
     top_class = probability = None
     if maps.output.dim() == 2 and getattr(model, "num_classes", 0) > 0:
         probs = maps.output[0].float().softmax(dim=-1)
