@@ -160,7 +160,7 @@ def test_cli_torch_export_simple_vit_json(tmp_path):
 def test_failed_check_writes_nothing(tmp_path, monkeypatch):
     import vitkit.deploy.program as program
 
-    failing = ParityCheck("torch.export program", "its own attention backend", (1, 3), (1e-9, 0.5), 1e-4)
+    failing = ParityCheck("torch.export program", "attention auto", (1, 3), (1e-9, 0.5), 1e-4)
     monkeypatch.setattr(program, "validate_program", lambda *args, **kwargs: failing)
     with pytest.raises(ValueError, match=r"does not match PyTorch.*batch 3: 5.00e-01.*FAILED"):
         export_program(token_vit(), tmp_path / "bad.pt2")
@@ -179,6 +179,15 @@ def test_check_parity_reports_each_batch_size_and_fails_past_tolerance():
     assert bad.describe().endswith("FAILED")
     with pytest.raises(ValueError, match="returned shape"):
         check_parity(lambda x: model(x)[:, :2], model, runtime="wrong")
+    assert good.reference == "attention auto"
+    flash = token_vit(attention_type="flash")  # cannot run on CPU tensors: the reference runs the export backend
+
+    def on_sdpa(x: torch.Tensor) -> torch.Tensor:
+        with export_attention(flash, "sdpa"):
+            return flash(x)
+
+    fallback = check_parity(on_sdpa, flash, runtime="sdpa graph")
+    assert fallback.reference == "attention sdpa, as flash cannot run here" and fallback.passed
 
 
 def test_export_attention_switches_every_layer_and_restores_after_an_error():

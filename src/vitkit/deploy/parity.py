@@ -27,7 +27,7 @@ def export_attention(model: nn.Module, backend: str = "sdpa") -> Iterator[nn.Mod
     name = canonical_name(backend)
     if name not in EXPORT_BACKENDS:
         raise ValueError(f"attention backend {backend!r} cannot be exported; use one of {', '.join(EXPORT_BACKENDS)}")
-    layers = [m for m in model.modules() if hasattr(m, "attention_type") and isinstance(m.attention_type, str)]
+    layers = _attention_layers(model)
     saved = [m.attention_type for m in layers]
     try:
         for layer in layers:
@@ -92,14 +92,19 @@ class ParityCheck:
                 f"(tolerance {self.atol:.0e}): {verdict}")
 
 
+def _attention_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if hasattr(m, "attention_type") and isinstance(m.attention_type, str)]
+
+
 def _reference(model: nn.Module, images: torch.Tensor, backend: str) -> tuple[torch.Tensor, str]:
     """The model's own output, on its configured attention when that runs here, else on the export backend."""
+    configured = "/".join(sorted({m.attention_type for m in _attention_layers(model)})) or "none"
     with torch.no_grad():
         try:
-            return model(images), "its own attention backend"
+            return model(images), f"attention {configured}"
         except BackendUnavailableError:
             with export_attention(model, backend):
-                return model(images), f"attention on {backend}"
+                return model(images), f"attention {backend}, as {configured} cannot run here"
 
 
 def check_parity(
