@@ -127,6 +127,14 @@ def test_maps_are_a_patch_grid_in_unit_range_and_differ_between_images(make, met
     assert not torch.allclose(maps.heat[0], maps.heat[1], atol=1e-3)
 
 
+def test_maps_run_in_eval_mode_and_keep_the_models_mode():
+    model = vit("token", drop_path_rate=0.9, drop_rate=0.5).train()
+    x = images(1, 16, 16)
+    first, second = attention_maps(model, x), attention_maps(model, x)
+    torch.testing.assert_close(first.heat, second.heat, rtol=0, atol=0)  # no dropout or drop-path ran
+    assert model.training
+
+
 def test_map_is_the_same_on_every_backend():
     x = images(1, 16, 16)
     heats = [attention_maps(vit("map", attention_type=b), x).heat for b in ("math", "sdpa", "auto")]

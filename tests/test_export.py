@@ -131,9 +131,11 @@ def test_cli_export_onnx_token_vit_prints_its_check(tmp_path):
 
 @pytest.mark.slow
 def test_torch_export_round_trip_with_dynamic_batch(tmp_path):
-    model = map_vit()
+    model = map_vit(drop_path_rate=0.5).train()  # traced in eval mode (no drop-path), training mode kept after
     result = export_program(model, tmp_path / "map.pt2")
     assert result.check.passed and result.check.runtime == "torch.export program"
+    assert model.training
+    model.eval()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.pt2"]
     program = load_program(tmp_path / "map.pt2").module()
     for batch in (1, 5):

@@ -27,6 +27,7 @@ from .parity import (
     ParityCheck,
     check_float32,
     check_parity,
+    evaluating,
     example_images,
     export_attention,
     output_name,
@@ -92,7 +93,8 @@ def export_onnx(
     external_data: bool | None = None,
     atol: float = DEFAULT_ATOL,
 ) -> ExportResult:
-    """Export `model` (float32, eval mode) to ONNX at `path` and check it with onnxruntime.
+    """Export `model` (float32; traced in eval mode, its mode restored after) to ONNX at `path` and check it
+    with onnxruntime.
 
     `dynamic_batch`: the batch axis is symbolic and the check runs batches of 1 and 3; otherwise the graph
     takes exactly `batch_size` images and the check runs two random batches of that size. `attention`: the
@@ -108,10 +110,9 @@ def export_onnx(
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"the ONNX output path must end in .onnx, got {path}")
-    model.eval()
     example = example_images(model, 2 if dynamic_batch else batch_size)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
-    with export_attention(model, attention), torch.no_grad(), warnings.catch_warnings():
+    with evaluating(model), export_attention(model, attention), torch.no_grad(), warnings.catch_warnings():
         # The exporter's own chatter (opset down-conversion notes and the like) is not the user's concern.
         warnings.simplefilter("ignore", UserWarning)
         program = torch.onnx.export(

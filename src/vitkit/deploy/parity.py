@@ -38,6 +38,17 @@ def export_attention(model: nn.Module, backend: str = "sdpa") -> Iterator[nn.Mod
             layer.attention_type = value
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode inside the block (no dropout, no drop-path), in its previous mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def input_shape(model: nn.Module) -> tuple[int, int, int]:
     """(channels, height, width) of the images a vitkit model takes, from its config."""
     config = getattr(model, "config", None)
@@ -118,11 +129,11 @@ def check_parity(
     seed: int = 0,
 ) -> ParityCheck:
     """Compare `run(images)` (an exported program) with `model(images)` on a fresh seeded batch per size."""
-    model.eval()
     diffs, reference = [], ""
     for index, batch in enumerate(batch_sizes):
         images = example_images(model, batch, seed=seed + 1 + index)
-        expected, reference = _reference(model, images, backend)
+        with evaluating(model):
+            expected, reference = _reference(model, images, backend)
         with torch.no_grad():
             out = run(images)
         got = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out))

@@ -19,6 +19,7 @@ from .parity import (
     ParityCheck,
     check_float32,
     check_parity,
+    evaluating,
     example_images,
     export_attention,
 )
@@ -69,7 +70,8 @@ def export_program(
     attention: str = "sdpa",
     atol: float = DEFAULT_ATOL,
 ) -> ExportResult:
-    """`torch.export` `model` (float32, eval mode) to a .pt2 file, reload it and check it against PyTorch.
+    """`torch.export` `model` (float32; traced in eval mode, its mode restored after) to a .pt2 file, reload it
+    and check it against PyTorch.
 
     Batch handling, `attention` and the check are as in `export_onnx`; a failing check raises ValueError and
     leaves nothing at `path`.
@@ -78,10 +80,9 @@ def export_program(
     path = Path(path)
     if path.suffix != PROGRAM_SUFFIX:
         raise ValueError(f"the torch.export output path must end in {PROGRAM_SUFFIX}, got {path}")
-    model.eval()
     example = example_images(model, 2 if dynamic_batch else batch_size)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
-    with export_attention(model, attention), torch.no_grad():
+    with evaluating(model), export_attention(model, attention), torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -132,14 +132,18 @@ class AttentionMaps:
 
 @torch.no_grad()
 def attention_maps(model: nn.Module, images: torch.Tensor, *, method: str = "rollout") -> AttentionMaps:
-    """Run `model` (eval mode) on preprocessed `images` (B, C, H, W) and return where it looked, per patch."""
+    """Run `model` in eval mode (its mode is restored after) on preprocessed `images` (B, C, H, W) and return
+    where it looked, per patch."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if images.dim() != 4:
         raise ValueError(f"images must be (batch, channels, height, width), got shape {tuple(images.shape)}")
-    model.eval()
-    with record_attention(model) as record:
-        output = model(images)
+    was_training = model.training
+    try:
+        with record_attention(model.eval()) as record:
+            output = model(images)
+    finally:
+        model.train(was_training)
     rows, cols = patch_grid(model, images.shape[-2], images.shape[-1])
     heat = patch_heat(model, record, method)
     if heat.shape[1] != rows * cols:
