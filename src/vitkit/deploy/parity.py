@@ -20,6 +20,11 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_BATCH_SIZES = (1, 3)
 
 
+def _attention_layers(model: nn.Module) -> list[nn.Module]:
+    """Every module with a configurable attention kernel (attention layers, the MAP head)."""
+    return [m for m in model.modules() if hasattr(m, "attention_type") and isinstance(m.attention_type, str)]
+
+
 @contextlib.contextmanager
 def export_attention(model: nn.Module, backend: str = "sdpa") -> Iterator[nn.Module]:
     """Run every attention layer of `model` (blocks and MAP head) on `backend` inside the block, whatever its
@@ -101,10 +106,6 @@ class ParityCheck:
         verdict = "ok" if self.passed else "FAILED"
         return (f"check: {self.runtime} vs PyTorch ({self.reference}) on random images, max |diff| {diffs} "
                 f"(tolerance {self.atol:.0e}): {verdict}")
-
-
-def _attention_layers(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if hasattr(m, "attention_type") and isinstance(m.attention_type, str)]
 
 
 def _reference(model: nn.Module, images: torch.Tensor, backend: str) -> tuple[torch.Tensor, str]:
