@@ -51,6 +51,8 @@ def plot_attention(report: dict[str, Any], path: str | os.PathLike) -> None:
     panels = [("fwd", "ms"), ("fwd+bwd", "ms"), ("fwd", "peak_mem_mb"), ("fwd+bwd", "peak_mem_mb")]
     backends = list(dict.fromkeys(row["backend"] for row in report["rows"]))
     plt, fig, axes = _figure(len(panels), width=4.5)
+    from matplotlib.ticker import LogFormatter
+
     for ax, (pass_, key) in zip(axes, panels, strict=True):
         for index, backend in enumerate(backends):
             points = [(row["tokens"], row[key]) for row in report["rows"]
@@ -59,6 +61,9 @@ def plot_attention(report: dict[str, Any], path: str | os.PathLike) -> None:
                 ax.plot(*zip(*points, strict=True), marker="o", label=backend, color=f"C{index}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # Plain numbers (300, 6) on the log axis, not 3 x 10^2 / 6 x 10^0.
+        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
         ax.set_xticks(list(s["tokens"]), [str(n) for n in s["tokens"]])
         ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
         ax.set_xlabel("tokens")

@@ -3,6 +3,7 @@
 from .convert import Conversion, convert_state_dict
 from .detect import FORMATS, detect_format
 from .io import atomic_path, read_state_dict, save_state_dict
+from .model_dir import check_model_dir, load_model_dir
 from .pretrained import KeyReport, Loaded, key_report, load_checkpoint, load_pretrained, save_pretrained
 
 __all__ = [
@@ -11,10 +12,12 @@ __all__ = [
     "KeyReport",
     "Loaded",
     "atomic_path",
+    "check_model_dir",
     "convert_state_dict",
     "detect_format",
     "key_report",
     "load_checkpoint",
+    "load_model_dir",
     "load_pretrained",
     "read_state_dict",
     "save_pretrained",

@@ -14,8 +14,8 @@ from .app import app
 from .output import echo_json
 
 
-def parse_size(text: str | None) -> int | tuple[int, int] | None:
-    """'384' -> 384, '320x480' -> (320, 480) (height x width)."""
+def parse_size(text: str | None, option: str = "--img-size") -> int | tuple[int, int] | None:
+    """'384' -> 384, '320x480' -> (320, 480) (height x width); errors name `option`."""
     if text is None:
         return None
     try:
@@ -23,7 +23,7 @@ def parse_size(text: str | None) -> int | tuple[int, int] | None:
     except ValueError:
         parts = []
     if len(parts) not in (1, 2) or min(parts, default=0) <= 0:
-        raise ValueError(f"--img-size must be N or HxW in pixels, got {text!r}")
+        raise ValueError(f"{option} must be N or HxW in pixels, got {text!r}")
     return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 

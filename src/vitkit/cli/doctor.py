@@ -1,4 +1,5 @@
-"""`vitkit doctor`: versions, devices, and which attention backends can run here (and why not)."""
+"""`vitkit doctor`: versions, devices, which attention backends can run here (and why not), and whether
+torch.compile and ONNX export work here (each tried live)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rich.text import Text
 
 from .. import __version__
 from ..attention import backend_report
+from ..deploy.selfcheck import check_onnx_export, check_torch_compile
 from .app import app
 from .output import console, echo_json
 
@@ -57,6 +59,9 @@ def versions() -> dict[str, str | None]:
         "flash_attn": _dist_version("flash_attn"),
         "flash_attn_3": _fa3_version(),
         "xformers": _dist_version("xformers"),
+        "onnx": _dist_version("onnx"),
+        "onnxscript": _dist_version("onnxscript"),
+        "onnxruntime": _dist_version("onnxruntime"),
     }
 
 
@@ -133,9 +138,12 @@ def _backend_table(report: dict[str, Any]) -> Table:
 @app.command()
 def doctor(
     head_dim: int = typer.Option(64, "--head-dim", help="Attention head size the backends are checked for."),
+    checks: bool = typer.Option(True, "--checks/--no-checks",
+                                help="Try torch.compile and an ONNX export live (a few seconds each)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Report versions, devices and, per device and dtype, which attention backends can run and why not."""
+    """Report versions, devices, which attention backends can run (and why not), and whether torch.compile and
+    ONNX export work here."""
     if head_dim < 1:
         raise ValueError(f"--head-dim must be a positive integer, got {head_dim}")
     found = devices()
@@ -144,6 +152,9 @@ def doctor(
         "devices": found,
         "attention": attention_reports([dev["device"] for dev in found], head_dim),
     }
+    if checks:
+        report["checks"] = {item.name: {"ok": item.ok, "detail": item.detail, "seconds": round(item.seconds, 2)}
+                            for item in (check_torch_compile(), check_onnx_export())}
     if as_json:
         echo_json(report)
         return
@@ -154,6 +165,10 @@ def doctor(
     if len(found) == 1 and torch.version.cuda is not None:
         facts["cuda"] = "no device visible (torch.cuda.is_available() is False)"
     out.print(_facts_table("devices", facts))
+    if checks:
+        out.print()
+        out.print(_facts_table("checks", {name: f"{'yes' if item['ok'] else 'no'}: {item['detail']} "
+                                          f"({item['seconds']:.1f} s)" for name, item in report["checks"].items()}))
     for item in report["attention"]:
         out.print()
         out.print(_backend_table(item))

@@ -1,7 +1,8 @@
 """The CLI's error policy: expected failures become one `error: ...` line and exit 1, not a traceback.
 
-Expected failures are bad input or environment (a wrong value, a missing file, a backend this machine
-lacks, Ctrl-C). Anything else is a bug and keeps its traceback. `--debug` shows the traceback always.
+Expected failures are bad input or environment (a wrong value, a missing file, a backend or optional
+package this machine lacks, Ctrl-C). Anything else is a bug and keeps its traceback. `--debug` shows the
+traceback always.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     TypeError,
     OSError,  # missing files, unwritable directories, full disks
+    ImportError,  # an optional package a command needs (onnx, onnxruntime) is not installed
     BackendUnavailableError,
     KeyboardInterrupt,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import canonical_name, scaled_dot_product_attention
+from ..attention import attention_weights, canonical_name, scaled_dot_product_attention
 from .norm import create_norm
 
 
@@ -52,11 +52,22 @@ class EfficientAttention(nn.Module):
         self.proj = nn.Linear(inner, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens (B, N, C) -> q, k, v, each (B, H, N, D), q and k normalised when qk_norm is on."""
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, H, N, D)
-        q, k = self.q_norm(q), self.k_norm(k)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def attention_weights(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The softmax weights this layer applies to tokens `x`, (B, H, N, N), from the math path whatever
+        `attention_type` runs the forward (fused kernels never materialise them)."""
+        q, k, _ = self._qkv(x)
+        return attention_weights(q, k, attn_mask, self.scale)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, N, _ = x.shape
+        q, k, v = self._qkv(x)
         x = scaled_dot_product_attention(
             q,
             k,

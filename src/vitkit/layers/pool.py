@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import scaled_dot_product_attention
+from ..attention import attention_weights, scaled_dot_product_attention
 from .mlp import Mlp
 from .norm import create_norm
 
@@ -60,12 +60,23 @@ class AttentionPoolLatent(nn.Module):
         self.norm = create_norm(norm_layer, dim, norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        B, N, C = x.shape
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens (B, N, C) -> the latent queries (B, H, L, D) and the tokens' keys and values, each (B, H, N, D)."""
+        B, N, _ = x.shape
         q = self.q(self.latent.expand(B, -1, -1))
         q = q.reshape(B, self.latent_len, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
         kv = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)  # each (B, H, N, D)
+        return q, k, v
+
+    def attention_weights(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """How much each latent query draws from each token, (B, H, L, N), from the math path."""
+        q, k, _ = self._qkv(x)
+        return attention_weights(q, k, attn_mask)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, _, C = x.shape
+        q, k, v = self._qkv(x)
         x = scaled_dot_product_attention(q, k, v, backend=self.attention_type, attn_mask=attn_mask)
         x = x.transpose(1, 2).reshape(B, self.latent_len, C)  # (B, H, L, D) -> (B, L, C)
         x = self.proj_drop(self.proj(x))

@@ -25,6 +25,8 @@ def plot_curves(records: list[dict], path: Path) -> None:
     if not steps:
         return
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot([r["epoch_float"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6, label="train")
     if epochs:
@@ -33,8 +35,9 @@ def plot_curves(records: list[dict], path: Path) -> None:
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     ax_loss.legend()
     ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="Validation accuracy")
-    ax_acc.grid(alpha=0.3)
-    ax_loss.grid(alpha=0.3)
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, not 2.5
     fig.tight_layout()
     _save(fig, path)
 

@@ -1,0 +1,145 @@
+"""What every export shares: an exportable attention backend for the duration of an export, the model's
+input shape and seeded example inputs, and the parity check of an exported program against PyTorch."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attention import BackendUnavailableError, canonical_name
+from ..data import DataConfig
+
+# Backends an exporter can trace into portable operators; flash / xformers / flex are custom kernels.
+EXPORT_BACKENDS = ("sdpa", "math")
+DEFAULT_ATOL = 1e-4
+DEFAULT_BATCH_SIZES = (1, 3)
+
+
+def _attention_layers(model: nn.Module) -> list[nn.Module]:
+    """Every module with a configurable attention kernel (attention layers, the MAP head)."""
+    return [m for m in model.modules() if hasattr(m, "attention_type") and isinstance(m.attention_type, str)]
+
+
+@contextlib.contextmanager
+def export_attention(model: nn.Module, backend: str = "sdpa") -> Iterator[nn.Module]:
+    """Run every attention layer of `model` (blocks and MAP head) on `backend` inside the block, whatever its
+    configured `attention_type`; the configured one is restored on exit, also after an error."""
+    name = canonical_name(backend)
+    if name not in EXPORT_BACKENDS:
+        raise ValueError(f"attention backend {backend!r} cannot be exported; use one of {', '.join(EXPORT_BACKENDS)}")
+    layers = _attention_layers(model)
+    saved = [m.attention_type for m in layers]
+    try:
+        for layer in layers:
+            layer.attention_type = name
+        yield model
+    finally:
+        for layer, value in zip(layers, saved, strict=True):
+            layer.attention_type = value
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode inside the block (no dropout, no drop-path), in its previous mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def input_shape(model: nn.Module) -> tuple[int, int, int]:
+    """(channels, height, width) of the images a vitkit model takes, from its config."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise TypeError(f"export needs a vitkit model with a .config, got {type(model).__name__}")
+    data = DataConfig.of(config)
+    return (data.in_chans, *data.img_size)
+
+
+def example_images(model: nn.Module, batch_size: int, *, seed: int = 0) -> torch.Tensor:
+    """Seeded standard-normal images (batch_size, C, H, W) on the model's device, float32."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch_size, *input_shape(model), generator=gen)
+    return images.to(next(model.parameters()).device)
+
+
+def check_float32(model: nn.Module) -> None:
+    """Exports are validated at 1e-4, which only float32 weights can promise."""
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes != {torch.float32}:
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
+        raise ValueError(f"export needs a float32 model, this one holds {names}; call model.float() first")
+
+
+def output_name(model: nn.Module) -> str:
+    """'logits' for a classifier, 'features' for a model without a head (or one that ignores it)."""
+    has_head = getattr(model, "num_classes", 0) > 0 and not getattr(model, "ignore_head", False)
+    return "logits" if has_head else "features"
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """Exported program vs the PyTorch model on seeded random images, one max |difference| per batch size."""
+
+    runtime: str
+    reference: str
+    batch_sizes: tuple[int, ...]
+    max_abs_diff: tuple[float, ...]
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        return all(diff <= self.atol for diff in self.max_abs_diff)
+
+    def describe(self) -> str:
+        """One line: each batch size's max |diff| against the tolerance, and the verdict."""
+        diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in zip(self.batch_sizes, self.max_abs_diff, strict=True))
+        verdict = "ok" if self.passed else "FAILED"
+        return (f"check: {self.runtime} vs PyTorch ({self.reference}) on random images, max |diff| {diffs} "
+                f"(tolerance {self.atol:.0e}): {verdict}")
+
+
+def _reference(model: nn.Module, images: torch.Tensor, backend: str) -> tuple[torch.Tensor, str]:
+    """The model's own output, on its configured attention when that runs here, else on the export backend."""
+    configured = "/".join(sorted({m.attention_type for m in _attention_layers(model)})) or "none"
+    with torch.no_grad():
+        try:
+            return model(images), f"attention {configured}"
+        except BackendUnavailableError:
+            with export_attention(model, backend):
+                return model(images), f"attention {backend}, as {configured} cannot run here"
+
+
+def check_parity(
+    run: Callable[[torch.Tensor], torch.Tensor | np.ndarray],
+    model: nn.Module,
+    *,
+    runtime: str,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    atol: float = DEFAULT_ATOL,
+    backend: str = "sdpa",
+    seed: int = 0,
+) -> ParityCheck:
+    """Compare `run(images)` (an exported program) with `model(images)` on a fresh seeded batch per size."""
+    diffs, reference = [], ""
+    for index, batch in enumerate(batch_sizes):
+        images = example_images(model, batch, seed=seed + 1 + index)
+        with evaluating(model):
+            expected, reference = _reference(model, images, backend)
+        with torch.no_grad():
+            out = run(images)
+        got = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out))
+        if tuple(got.shape) != tuple(expected.shape):
+            raise ValueError(f"{runtime} returned shape {tuple(got.shape)} for batch {batch}, PyTorch "
+                             f"{tuple(expected.shape)}")
+        diffs.append((got.detach().cpu().float() - expected.detach().cpu().float()).abs().max().item())
+    return ParityCheck(runtime, reference, tuple(batch_sizes), tuple(diffs), atol)

@@ -1,0 +1,89 @@
+"""`vitkit doctor`'s export-related reports: onnx/onnxruntime versions and the live torch.compile / ONNX checks."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vitkit.cli import app
+from vitkit.deploy import selfcheck
+
+ENV = {"COLUMNS": "250", "TTY_COMPATIBLE": "0", "FORCE_COLOR": None, "NO_COLOR": "1"}
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args), env=ENV)
+
+
+@pytest.mark.slow
+def test_doctor_runs_both_checks_and_reports_versions():
+    result = invoke("doctor", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["versions"]["onnxruntime"] == importlib.metadata.version("onnxruntime")
+    assert data["versions"]["onnx"] == importlib.metadata.version("onnx")
+    assert set(data["checks"]) == {"torch.compile", "onnx export"}
+    for check in data["checks"].values():
+        assert set(check) == {"ok", "detail", "seconds"} and check["detail"] and check["seconds"] >= 0
+    onnx = data["checks"]["onnx export"]
+    assert onnx["ok"] and "onnxruntime" in onnx["detail"], onnx  # the export packages are test dependencies
+    compiled = data["checks"]["torch.compile"]
+    assert compiled["detail"].startswith("works (inductor on" if compiled["ok"] else "fails on"), compiled
+
+
+def test_doctor_table_shows_the_checks(monkeypatch):
+    monkeypatch.setattr("vitkit.cli.doctor.check_torch_compile",
+                        lambda: selfcheck.LiveCheck("torch.compile", False, "fails on cpu: no compiler", 0.5))
+    monkeypatch.setattr("vitkit.cli.doctor.check_onnx_export",
+                        lambda: selfcheck.LiveCheck("onnx export", True, "works (stub)", 1.25))
+    result = invoke("doctor")
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    start = lines.index("checks")
+    assert lines[start + 1].split() == ["torch.compile", "no:", "fails", "on", "cpu:", "no", "compiler", "(0.5", "s)"]
+    assert lines[start + 2].split() == ["onnx", "export", "yes:", "works", "(stub)", "(1.2", "s)"]
+    assert "onnxruntime" in result.stdout and "onnxscript" in result.stdout  # versions
+
+
+def test_no_checks_leaves_them_out():
+    result = invoke("doctor", "--json", "--no-checks")
+    assert result.exit_code == 0, result.output
+    assert "checks" not in json.loads(result.stdout)
+
+
+def test_compile_check_reports_why_it_fails(monkeypatch):
+    def broken(fn, **kwargs):
+        raise RuntimeError("Compiler: cc is not found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    check = selfcheck.check_torch_compile("cpu")
+    assert not check.ok and check.detail == "fails on cpu: RuntimeError: Compiler: cc is not found"
+
+
+def test_compile_check_catches_wrong_results(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: (lambda x: fn(x) + 1.0))
+    check = selfcheck.check_torch_compile("cpu")
+    assert not check.ok and "differs from eager" in check.detail
+
+
+def test_onnx_check_names_missing_packages(monkeypatch):
+    real = selfcheck.importlib.util.find_spec
+    monkeypatch.setattr(selfcheck.importlib.util, "find_spec",
+                        lambda name: None if name == "onnxruntime" else real(name))
+    check = selfcheck.check_onnx_export()
+    assert not check.ok and check.detail == "needs onnxruntime: pip install 'vitkit[export]'"
+
+
+def test_onnx_check_reports_an_export_failure(monkeypatch):
+    import vitkit.deploy.onnx as onnx_export
+
+    def fail(*args, **kwargs):
+        raise ValueError("the ONNX export of tiny.onnx does not match PyTorch")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fail)
+    check = selfcheck.check_onnx_export()
+    assert not check.ok and check.detail == "fails: ValueError: the ONNX export of tiny.onnx does not match PyTorch"
