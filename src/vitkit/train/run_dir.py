@@ -6,6 +6,7 @@ Every file is written to a temporary name and renamed, so an interrupted write l
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,21 @@ class RunDir:
             raise ValueError(f"{self.path} already holds a run; continue it with --resume {self.path}, "
                              "or pick another --out")
         if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"--out {self.path} exists and is not a directory")
+            raise ValueError(f"--out {self.path} exists and is not a directory; pick another --out")
+        existing = next(p for p in (self.path, *self.path.parents) if p.exists())  # where mkdir would start
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"--out {self.path} cannot be created: {existing} is not a writable directory; "
+                             "pick another --out")
 
     def check_resumable(self) -> None:
         if not (self.path / STATE).is_file() or not (self.path / OPTIONS).is_file():
             raise ValueError(f"{self.path} is not a vitkit run directory with a checkpoint to resume "
                              f"(no {STATE} / {OPTIONS})")
+
+    def remove_partial_writes(self) -> None:
+        """Delete the temporary files of writes a killed run never finished (their targets are intact)."""
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def start(self, options: TrainOptions, classes: list[str]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
