@@ -20,6 +20,7 @@ import vitkit
 from vitkit.attention import BackendUnavailableError
 from vitkit.checkpoints import read_state_dict
 from vitkit.cli import app
+from vitkit.data import DataConfig
 from vitkit.models import ViTConfig, build_model, config_from_dict
 
 TINY = dict(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2, num_classes=3)
@@ -159,6 +160,8 @@ API_CASES = [
          ValueError, ("attn_mask of shape (7, 7)", "(B, H, N, M) = (2, 2, 17, 17)")),
     Case("mask-dtype", lambda t: tiny_vit().forward_features(images(), attn_mask=torch.ones(17, 17, dtype=torch.int64)),
          TypeError, ("attn_mask", "bool (True = attend)", "torch.int64")),
+    Case("mean-per-channel", lambda t: DataConfig.of(ViTConfig(**TINY, in_chans=1)), ValueError,
+         ("mean has 3 values", "1 channels", "one value per channel")),
     Case("missing-file", lambda t: vitkit.load_pretrained(t / "nowhere"), FileNotFoundError,
          ("no checkpoint at", "model directory")),
     Case("truncated-file", _truncated, ValueError, ("model.safetensors", "truncated or corrupt")),
@@ -250,6 +253,9 @@ CLI_CASES = [
     ("empty-class-folder", _cli_empty_class, 1, ("class_2", "holds no images", ".png")),
     ("unreadable-image", _cli_unreadable_image, 1, ("cannot read image", "broken.png")),
     ("unwritable-output", _cli_unwritable_out, 1, ("--out", "not a writable directory", "pick another --out")),
+    ("backend-this-machine-lacks", lambda t: ["train", "--attention", "flash", "--device", "cpu", "--epochs", "1",
+                                              "--batch-size", "256", "--out", str(t / "flash")], 1,
+     ("attention backend 'flash' cannot run here", "fix:")),
     ("eval-missing-checkpoint", lambda t: ["eval", "--checkpoint", str(t / "nope")], 1, ("no checkpoint at",)),
     ("eval-batch-size-0", lambda t: ["eval", "--checkpoint", str(t), "--batch-size", "0"], 1,
      ("--batch-size", "positive integer")),
@@ -278,3 +284,13 @@ def test_cli_read_only_output_directory(tmp_path: Path) -> None:
     locked.mkdir(mode=0o500)
     result = CliRunner().invoke(app, ["train", "--out", str(locked / "run"), "--epochs", "1"])
     assert result.exit_code == 1 and "not a writable directory" in result.stderr
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_started_again(tmp_path: Path) -> None:
+    """Only options and labels were written: the same command, fixed, must not be told to --resume."""
+    args = ["train", "--attention", "flash", "--device", "cpu", "--epochs", "1", "--batch-size", "256",
+            "--out", str(tmp_path / "run")]
+    for _ in range(2):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1 and "'flash' cannot run here" in result.stderr, result.stderr
+    assert not (tmp_path / "run" / "train_state.pt").exists()

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..checkpoints import atomic_path, save_pretrained, save_state_dict
 from ..checkpoints.io import write_text
+from ..checkpoints.pretrained import WEIGHTS_NAME
 from .options import TrainOptions
 
 STATE = "train_state.pt"
@@ -31,8 +32,9 @@ class RunDir:
         self.path = Path(path)
 
     def check_new(self) -> None:
-        """Refuse to train into a directory that already holds a run (nothing is overwritten)."""
-        if (self.path / STATE).exists() or (self.path / OPTIONS).exists():
+        """Refuse to train into a directory that already holds a run (nothing is overwritten). A run that failed
+        before its first checkpoint left only its options and labels: starting again there is allowed."""
+        if (self.path / STATE).exists() or (self.path / WEIGHTS_NAME).exists():
             raise ValueError(f"{self.path} already holds a run; continue it with --resume {self.path}, "
                              "or pick another --out")
         if self.path.exists() and not self.path.is_dir():
