@@ -22,6 +22,7 @@ from vitkit.checkpoints import read_state_dict
 from vitkit.cli import app
 from vitkit.data import DataConfig
 from vitkit.models import ViTConfig, build_model, config_from_dict
+from vitkit.train import TrainOptions
 
 TINY = dict(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2, num_classes=3)
 TINY_SIMPLE = dict(image_size=16, patch_size=4, dim=32, depth=1, heads=2, mlp_dim=64, dim_head=16, num_classes=3)
@@ -294,3 +295,13 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_started_again(tmp_
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 1 and "'flash' cannot run here" in result.stderr, result.stderr
     assert not (tmp_path / "run" / "train_state.pt").exists()
+
+
+def test_resume_from_a_damaged_state_is_one_line(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_options.json").write_text(TrainOptions().to_json())
+    (run / "train_state.pt").write_bytes(b"PK\x03\x04 cut short")
+    result = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "train_state.pt is unreadable" in result.stderr and "cannot resume" in result.stderr

@@ -121,8 +121,9 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     for key in ("state_dict", "model", "module", "model_state"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
+        inner = obj.get(key) if isinstance(obj, dict) else None
+        if isinstance(inner, dict | torch.nn.Module):
+            obj = inner.state_dict() if isinstance(inner, torch.nn.Module) else inner
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors (it holds a {type(obj).__name__}); save "

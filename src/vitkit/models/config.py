@@ -123,6 +123,7 @@ class ViTConfig(_Config):
     from `embed_dim` (vit-pytorch's `dim_head`). `pos_embed_antialias` picks how a learned table is
     resampled for another grid: bicubic with antialias as timm, or without as HF's `interpolate_pos_encoding`.
     `patch_embed='norm_linear_norm'` is vit-pytorch's LayerNorm -> Linear -> LayerNorm patch projection.
+    `check_finite=True` makes the forward pass reject images holding NaN or Inf (one reduction over the input).
     """
 
     family: ClassVar[str] = "vit"
@@ -273,7 +274,8 @@ class SimpleViTConfig(_Config):
     """SimpleViT (Beyer et al. 2022; seed 003): sin-cos positions, mean pooling, no class token.
 
     `head_norm='tokens'` normalises every token before the mean (big_vision, vit-pytorch `SimpleViT`);
-    'pooled' normalises the mean (seed 003, vit-pytorch `simple_flash_attn_vit`).
+    'pooled' normalises the mean (seed 003, vit-pytorch `simple_flash_attn_vit`). `check_finite=True` makes the
+    forward pass reject images holding NaN or Inf.
     """
 
     family: ClassVar[str] = "simple_vit"

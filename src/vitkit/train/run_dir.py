@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,12 @@ class RunDir:
         save_state_dict(state["model"], self.path / LAST)
 
     def load_state(self) -> dict[str, Any]:
-        return torch.load(self.path / STATE, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(self.path / STATE, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+            raise ValueError(f"{self.path / STATE} is unreadable ({str(err).splitlines()[0]}): vitkit only ever "
+                             "replaces it whole, so something else cut or changed it; this run cannot resume from "
+                             "it") from err
 
     def write_metrics(self, records: list[dict]) -> None:
         write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in records))
