@@ -180,7 +180,8 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: 
         torch.broadcast_shapes(attn_mask.shape, target)
     except RuntimeError:
         raise ValueError(
-            f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to (B, H, N, M) = {target}"
+            f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to (B, H, N, M) = {target}; give it "
+            "shape (N, M), (B, 1, N, M) or (B, H, N, M)"
         ) from None
     if attn_mask.device != q.device:
         raise ValueError(f"attn_mask is on {attn_mask.device} but q is on {q.device}; move it with .to()")

@@ -19,10 +19,12 @@ def _figure(ncols: int, width: float = 6.0, height: float = 4.0):
 
 
 def _save(plt, fig, path: str | os.PathLike) -> None:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+    finally:
+        plt.close(fig)  # a failed save must not leak the figure either
 
 
 def plot_model(report: dict[str, Any], path: str | os.PathLike) -> None:

@@ -90,7 +90,9 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
     mismatch always raises (the tensor cannot be loaded)."""
     report = key_report(model, state_dict)
     if report.mismatched or (strict and not report.clean):
-        raise ValueError(f"weights in {source} do not fit the model: {report.summary()}")
+        raise ValueError(f"weights in {source} do not fit the model: {report.summary()}; check that the checkpoint "
+                         "is for this model (without model=, vitkit builds the model the checkpoint describes), or "
+                         "pass strict=False to skip missing and unexpected keys")
     model.load_state_dict(state_dict, strict=False)
     return report
 
@@ -149,10 +151,11 @@ def load_checkpoint(
     source_format: str = "auto",
     strict: bool = True,
     img_size: int | tuple[int, int] | None = None,
+    trust_pickle: bool = False,
     **overrides: Any,
 ) -> Loaded:
     """`load_pretrained` with its record: format, key report, and config fields set by default."""
-    src = read_source(source)
+    src = read_source(source, trust_pickle=trust_pickle)
     conversion: Conversion | None = None
     if src.vitkit_config is not None and source_format in ("auto", "vitkit"):
         config = config_from_dict(src.vitkit_config)
@@ -192,6 +195,7 @@ def load_pretrained(
     source_format: str = "auto",
     strict: bool = True,
     img_size: int | tuple[int, int] | None = None,
+    trust_pickle: bool = False,
     **overrides: Any,
 ) -> nn.Module:
     """A vitkit model with the weights of `source`, in eval mode.
@@ -206,6 +210,8 @@ def load_pretrained(
     `overrides`: config fields the weights cannot show or you want changed (num_heads=12, act_layer='gelu',
     select_layer=-2, ignore_head=True, dynamic_img_size=True, ...).
     Key accounting: missing / unexpected / shape-mismatched keys in one report; `strict` raises with it.
+    `trust_pickle`: also load .pt/.pth/.bin pickles that need more than tensors (custom classes, whole modules).
+    Unpickling those runs code from the file, so the default refuses them; set it only for files you trust.
     """
     return load_checkpoint(source, model=model, source_format=source_format, strict=strict, img_size=img_size,
-                           **overrides).model
+                           trust_pickle=trust_pickle, **overrides).model

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .io import read_state_dict
@@ -57,14 +57,28 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return {key: _read_json(directory / name) for key, name in META_FILES.items() if (directory / name).is_file()}
 
 
-def _read_sharded(index: Path) -> StateDict:
-    """Every shard an HF `*.index.json` names, merged."""
+def inside(directory: Path, name: object, where: Path) -> Path:
+    """`directory / name` for a file name read from `where` (a checkpoint's JSON); ValueError when the name is
+    absolute or climbs out with '..'. A checkpoint may only point at files in its own directory. Symlinks the
+    directory itself holds are followed (the Hugging Face cache is made of them)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where} names a file as {name!r}; expected a file name inside {directory}")
+    posix = PurePosixPath(name.replace("\\", "/"))  # Windows separators and drives count too
+    if posix.is_absolute() or ".." in posix.parts or ":" in name:
+        raise ValueError(f"{where} names {name!r}, outside its directory {directory}; a checkpoint may only name "
+                         "files inside its own directory, so vitkit does not follow it (fix the file name)")
+    return directory / name
+
+
+def _read_sharded(index: Path, trust_pickle: bool) -> StateDict:
+    """Every shard an HF `*.index.json` names (files beside it only), merged."""
     weight_map = _read_json(index).get("weight_map")
     if not isinstance(weight_map, dict):
         raise ValueError(f"{index} has no 'weight_map'; is it a sharded-checkpoint index?")
+    shards = sorted({inside(index.parent, shard, index) for shard in weight_map.values()})
     merged: StateDict = {}
-    for shard in sorted(set(weight_map.values())):
-        merged.update(read_state_dict(index.parent / shard))
+    for shard in shards:
+        merged.update(read_state_dict(shard, trust_pickle=trust_pickle))
     return merged
 
 
@@ -80,17 +94,21 @@ def _weights_in(directory: Path) -> Path:
                             f"it has: {listed}")
 
 
-def _read_weights(path: Path) -> StateDict:
-    return _read_sharded(path) if path.name.endswith(".index.json") else read_state_dict(path)
+def _read_weights(path: Path, trust_pickle: bool) -> StateDict:
+    if path.name.endswith(".index.json"):
+        return _read_sharded(path, trust_pickle)
+    return read_state_dict(path, trust_pickle=trust_pickle)
 
 
-def read_source(source: str | os.PathLike) -> Source:
-    """The tensors and companion files of `source`; FileNotFoundError / ValueError naming it otherwise."""
+def read_source(source: str | os.PathLike, *, trust_pickle: bool = False) -> Source:
+    """The tensors and companion files of `source`; FileNotFoundError / ValueError naming it otherwise.
+    `trust_pickle`: see `read_state_dict` (pickles that need more than tensors run code when loaded)."""
     if isinstance(source, str) and source.startswith(HUB_PREFIX):
-        return read_source(fetch_hub(source[len(HUB_PREFIX):]))
+        return read_source(fetch_hub(source[len(HUB_PREFIX):]), trust_pickle=trust_pickle)
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(f"no checkpoint at {path}; pass a vitkit or Hugging Face model directory, a weights "
+                                "file (.safetensors, .pt, .pth, .bin) or hf-hub:org/name")
     directory = path if path.is_dir() else path.parent
     meta = read_meta(directory)
     config = meta.get("config")
@@ -101,7 +119,7 @@ def read_source(source: str | os.PathLike) -> Source:
         raise FileNotFoundError(f"{path} has no config.json and no weights file ({', '.join(WEIGHT_FILES[:4])}, "
                                 "...); is it a model directory?")
     weights = _weights_in(path) if path.is_dir() else path
-    return Source(str(path), _read_weights(weights), vitkit_config, meta)
+    return Source(str(path), _read_weights(weights, trust_pickle), vitkit_config, meta)
 
 
 def _hub_offline() -> bool:

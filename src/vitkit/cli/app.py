@@ -12,16 +12,29 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from .errors import EXPECTED_ERRORS, fail
+from .errors import EXPECTED_ERRORS, NoArgsIsHelpError, UsageError, fail, usage_fail
 
 
 class VitkitGroup(TyperGroup):
-    """The root command group: runs a subcommand and turns its expected errors into one line."""
+    """The root command group: runs a subcommand and turns its expected errors, and usage errors (an unknown
+    option or command, a value of the wrong type), into one line."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except NoArgsIsHelpError:  # bare `vitkit`: the help, as asked for by no_args_is_help
+            raise
+        except UsageError as exc:
+            usage_fail(exc)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except typer.TyperException:  # usage errors (exit 2) and typer.Exit pass through untouched
+        except NoArgsIsHelpError:
+            raise
+        except UsageError as exc:
+            usage_fail(exc)
+        except typer.TyperException:  # typer.Exit passes through untouched
             raise
         except EXPECTED_ERRORS as exc:
             fail(exc, debug=bool(ctx.params.get("debug")))

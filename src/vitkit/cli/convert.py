@@ -11,7 +11,7 @@ import typer
 from ..checkpoints.detect import FORMATS
 from ..checkpoints.export import EXPORT_FORMATS, convert_checkpoint
 from .app import app
-from .output import echo_json
+from .output import TRUST_PICKLE_HELP, echo_json
 
 
 def parse_size(text: str | None, option: str = "--img-size") -> int | tuple[int, int] | None:
@@ -54,12 +54,13 @@ def convert(
     settings: list[str] = typer.Option([], "--set", help="Any other config field, FIELD=VALUE (repeatable)."),
     strict: bool = typer.Option(True, "--strict/--no-strict", help="Fail on any missing or unexpected key."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Convert a checkpoint; print the detected format, the config and the key report."""
     overrides = parse_settings(settings)
     overrides.update({k: v for k, v in (("num_heads", num_heads), ("act_layer", act_layer)) if v is not None})
     loaded, files = convert_checkpoint(source, out_dir, source_format=source_format, to=to, strict=strict,
-                                       img_size=parse_size(img_size), **overrides)
+                                       img_size=parse_size(img_size), trust_pickle=trust_pickle, **overrides)
     report = loaded.report
     summary = {
         "format": loaded.source_format,

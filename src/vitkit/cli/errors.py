@@ -12,6 +12,11 @@ from typing import NoReturn
 
 import typer
 
+try:  # recent typer runs on its own vendored copy of click, whose exception classes are not click's
+    from typer._click import exceptions as click_exceptions
+except ImportError:
+    from click import exceptions as click_exceptions
+
 from ..attention import BackendUnavailableError
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
@@ -23,6 +28,10 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     KeyboardInterrupt,
 )
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # click's code for a command line it cannot parse
+UsageError = click_exceptions.UsageError
+# A bare group invocation asking for its help (click >= 8.2 raises it; earlier versions print and exit).
+NoArgsIsHelpError: type[BaseException] | tuple[()] = getattr(click_exceptions, "NoArgsIsHelpError", ())
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
 
@@ -41,3 +50,11 @@ def fail(exc: BaseException, *, debug: bool) -> NoReturn:
     else:
         typer.echo(f"error: {one_line(exc)}", err=True)
     raise typer.Exit(EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_ERROR) from exc
+
+
+def usage_fail(exc: UsageError) -> NoReturn:
+    """A command line that cannot be parsed: one `error: ...` line naming where to look, exit 2."""
+    where = f"{exc.ctx.command_path} --help" if exc.ctx is not None else "vitkit --help"
+    text = " ".join(part.strip() for part in exc.format_message().splitlines() if part.strip())
+    typer.echo(f"error: {text.rstrip('.')}; see `{where}`", err=True)
+    raise typer.Exit(EXIT_USAGE) from exc

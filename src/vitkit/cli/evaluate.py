@@ -15,12 +15,12 @@ from ..train import RunDir, evaluate, predict
 from ..train.distributed import setup
 from ..train.plots import plot_confusion
 from .app import app
-from .output import console, echo_json
+from .output import TRUST_PICKLE_HELP, console, echo_json
 
 
-def _load(checkpoint: Path) -> tuple[torch.nn.Module, DataConfig, list[str]]:
+def _load(checkpoint: Path, trust_pickle: bool) -> tuple[torch.nn.Module, DataConfig, list[str]]:
     """The model of a run or model directory, its data config and class names."""
-    model = load_pretrained(checkpoint)
+    model = load_pretrained(checkpoint, trust_pickle=trust_pickle)
     labels = RunDir(checkpoint).labels() or [str(i) for i in range(model.num_classes)]
     return model, DataConfig.of(model.config), labels
 
@@ -33,11 +33,12 @@ def eval_command(
     batch_size: int = typer.Option(256, help="Images per forward pass."),
     confusion: Path | None = typer.Option(None, help="Confusion-matrix PNG (default: CHECKPOINT/confusion.png)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Top-1 / top-5 accuracy, a per-class table and a confusion-matrix PNG."""
     if batch_size <= 0:
         raise ValueError(f"--batch-size must be a positive integer, got {batch_size}")
-    model, data_config, labels = _load(checkpoint)
+    model, data_config, labels = _load(checkpoint, trust_pickle)
     splits = load_splits(data, data_config, val_split=val_split)
     if len(splits.classes) != model.num_classes:
         raise ValueError(f"{data} has {len(splits.classes)} classes, the model {model.num_classes}")
@@ -67,11 +68,12 @@ def predict_command(
     checkpoint: Path = typer.Option(..., help="A run (or model) directory."),
     top_k: int = typer.Option(5, help="Labels per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """The top-k labels of each image, with probabilities."""
     if top_k <= 0:
         raise ValueError(f"--top-k must be a positive integer, got {top_k}")
-    model, data_config, labels = _load(checkpoint)
+    model, data_config, labels = _load(checkpoint, trust_pickle)
     for path in images:
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")

@@ -8,6 +8,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
+TRUST_PICKLE_HELP = ("Also load .pt/.pth/.bin pickles that need more than tensors; unpickling runs code from the "
+                     "file, so only for files you trust.")
+
 
 def console() -> Console:
     """A stdout console made per call, so it writes to whatever sys.stdout is now (tests swap it)."""

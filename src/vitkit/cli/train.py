@@ -94,6 +94,9 @@ def train_command(
     grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
     workers: int = typer.Option(0, help="DataLoader worker processes."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
+    deterministic: bool = typer.Option(
+        False, "--deterministic", help="Deterministic kernels only: two runs with one seed give identical weights."
+    ),
     device: str | None = typer.Option(None, help="cpu | cuda (default: cuda when present)."),
     out: Path | None = typer.Option(None, help="Run directory (default: runs/<model>-<time>)."),
     save_every: int = typer.Option(0, help="Also checkpoint every N optimizer steps (0: each epoch end)."),
@@ -106,7 +109,8 @@ def train_command(
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing, drop_path=drop_path, precision=precision,
         grad_checkpointing=grad_checkpointing, attention=attention, compile=compile, grad_accum=grad_accum,
-        workers=workers, seed=seed, device=device, out=None if out is None else str(out), save_every=save_every,
+        workers=workers, seed=seed, deterministic=deterministic, device=device,
+        out=None if out is None else str(out), save_every=save_every,
         fsdp=fsdp,
     )
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 draws and prints

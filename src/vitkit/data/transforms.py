@@ -23,6 +23,14 @@ class DataConfig:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) not in (1, self.in_chans):
+                raise ValueError(
+                    f"the model's {name} has {len(getattr(self, name))} values but it takes {self.in_chans} channels; "
+                    f"give {name} one value per channel (or a single value) in its config"
+                )
+
     @classmethod
     def of(cls, config: object) -> DataConfig:
         """The data config of a ViTConfig or SimpleViTConfig."""

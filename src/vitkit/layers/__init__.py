@@ -6,7 +6,7 @@ from .block import TransformerBlock
 from .drop import DropPath, LayerScale
 from .mlp import MLP_LAYERS, Mlp, SwiGLU, SwiGLUPacked, mlp_layer_name
 from .norm import NORMS, create_norm, norm_name
-from .patch_embed import NormLinearPatchEmbed, PatchEmbed, to_2tuple
+from .patch_embed import NormLinearPatchEmbed, PatchEmbed, check_finite, check_images, to_2tuple
 from .pool import POOL_TYPES, AttentionPoolLatent, pool_tokens
 from .pos_embed import resample_abs_pos_embed, sincos_2d
 
@@ -27,6 +27,8 @@ __all__ = [
     "SwiGLUPacked",
     "TransformerBlock",
     "activation_name",
+    "check_finite",
+    "check_images",
     "create_activation",
     "create_norm",
     "mlp_layer_name",

@@ -7,11 +7,50 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _positive(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
 def to_2tuple(x: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
-    pair = (x, x) if isinstance(x, int) else tuple(x)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {x!r}")
+    """(h, w) from an int or a pair; ValueError naming `name` for anything else (bools, floats, strings)."""
+    pair = (x, x) if isinstance(x, int) else tuple(x) if isinstance(x, tuple | list) else ()
+    if len(pair) != 2 or not all(_positive(v) for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of them (height, width), got {x!r}")
     return pair  # type: ignore[return-value]
+
+
+def check_images(x: object, in_chans: int, weight: torch.Tensor, chans_arg: str = "in_chans") -> None:
+    """TypeError / ValueError saying what is wrong with an image batch for a model whose first weight is
+    `weight`, and how to fix it, before torch fails somewhere deeper with a less helpful message. `chans_arg`
+    is the model's name for its channel count (in_chans; SimpleViT's channels)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (batch, {in_chans}, height, width), got "
+                        f"{type(x).__name__}; convert with torch.as_tensor(...)")
+    if x.dim() != 4:
+        hint = "; add the batch dimension with x.unsqueeze(0)" if x.dim() == 3 else ""
+        raise ValueError(f"images must be 4-D (batch, {in_chans}, height, width), got shape {tuple(x.shape)}{hint}")
+    if x.shape[1] != in_chans:
+        raise ValueError(f"images must be (batch, {in_chans}, height, width): they have {x.shape[1]} channels but "
+                         f"the model takes {chans_arg}={in_chans}; convert the images to {in_chans} channels or "
+                         f"build the model with {chans_arg}={x.shape[1]}")
+    if x.shape[0] == 0:
+        raise ValueError("images is an empty batch (batch size 0); pass at least one image")
+    if not x.is_floating_point():
+        raise TypeError(f"images must be a floating-point tensor, got {x.dtype}; convert with x.float() "
+                        "(uint8 pixels: x.float() / 255, then normalise with the model's mean and std)")
+    if x.device != weight.device:
+        raise ValueError(f"images are on {x.device} but the model is on {weight.device}; move one of them with .to()")
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"images are {x.dtype} but the model's weights are {weight.dtype}; cast with "
+                        f"x.to({weight.dtype}) or model.to({x.dtype}), or run under torch.autocast")
+
+
+def check_finite(x: torch.Tensor) -> None:
+    """ValueError when `x` holds NaN or Inf (the `check_finite=True` option of the models)."""
+    if not bool(torch.isfinite(x).all()):
+        nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+        raise ValueError(f"images contain {nan} NaN and {inf} Inf values (check_finite=True); clean the input, "
+                         "e.g. torch.nan_to_num(x), or find the step that produced them")
 
 
 class PatchEmbed(nn.Module):
@@ -62,10 +101,7 @@ class PatchEmbed(nn.Module):
 
     def _checked(self, x: torch.Tensor) -> torch.Tensor:
         """`x` validated against the configuration, zero-padded when `dynamic_img_pad` asks for it."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"images must be (batch, {self.in_chans}, height, width), got shape {tuple(x.shape)}"
-            )
+        check_images(x, self.in_chans, self.proj.weight)
         height, width = x.shape[-2:]
         if self.strict_img_size and (height, width) != self.img_size:
             raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -25,8 +26,49 @@ def _positive_int(name: str, value: object) -> None:
 
 
 def _rate(name: str, value: object) -> None:
-    if value is not None and (not isinstance(value, int | float) or not 0.0 <= value < 1.0):
+    if value is not None and not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+
+
+# Fields given as a name or a layer class (nn.GELU, nn.LayerNorm, ...): checked by the layer-name resolvers.
+_LAYER_FIELDS = ("norm_layer", "act_layer", "mlp_layer")
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "None": lambda v: v is None,
+}
+
+
+def _type_matches(kind: str, value: object) -> bool:
+    if kind.startswith("tuple["):
+        return isinstance(value, tuple | list)  # their contents are checked by the field's own rule
+    return _TYPE_CHECKS[kind](value)
+
+
+def _check_types(config: _Config) -> None:
+    """ValueError naming the first field whose value is not of its declared type (a bool is no number here,
+    and numbers must be finite), before any rule compares values."""
+    for f in fields(config):
+        if f.name in _LAYER_FIELDS:
+            continue
+        value = getattr(config, f.name)
+        kinds = [kind.strip() for kind in str(f.type).split("|")]
+        if not any(_type_matches(kind, value) for kind in kinds):
+            raise ValueError(f"{f.name} must be {' or '.join(kinds)}, got {value!r} ({type(value).__name__})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+
+
+def _check_mean_std(config: _Config) -> None:
+    for name in ("mean", "std"):
+        values = getattr(config, name)
+        if not values or not all(_TYPE_CHECKS["float"](v) and math.isfinite(v) for v in values):
+            raise ValueError(f"{name} must be a non-empty list of finite numbers (one per channel), got {values!r}")
+        object.__setattr__(config, name, tuple(values))
+    if any(s <= 0 for s in config.std):
+        raise ValueError(f"std must be > 0 for every channel (inputs are divided by it), got {config.std!r}")
 
 
 def _jsonable(value: Any) -> Any:
@@ -38,6 +80,9 @@ class _Config:
     """JSON round-trip and copy-with-changes shared by every family's config."""
 
     family: ClassVar[str]
+    # What config.json must state: the fields that fix the tensor shapes. The rest default when absent, so a
+    # config.json written before a field existed still loads.
+    required: ClassVar[tuple[str, ...]]
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, **{f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}}
@@ -47,6 +92,8 @@ class _Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> _Config:
+        if not isinstance(data, dict):
+            raise ValueError(f"a {cls.__name__} is built from a dict of its fields, got {type(data).__name__}")
         data = {k: v for k, v in data.items() if k != "family"}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -76,9 +123,13 @@ class ViTConfig(_Config):
     from `embed_dim` (vit-pytorch's `dim_head`). `pos_embed_antialias` picks how a learned table is
     resampled for another grid: bicubic with antialias as timm, or without as HF's `interpolate_pos_encoding`.
     `patch_embed='norm_linear_norm'` is vit-pytorch's LayerNorm -> Linear -> LayerNorm patch projection.
+    `check_finite=True` makes the forward pass reject images holding NaN or Inf (one reduction over the input).
     """
 
     family: ClassVar[str] = "vit"
+    required: ClassVar[tuple[str, ...]] = (
+        "img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads",
+    )
 
     img_size: int | tuple[int, int] = 224
     patch_size: int | tuple[int, int] = 16
@@ -124,22 +175,26 @@ class ViTConfig(_Config):
     patch_bias: bool | None = None
     select_layer: int = -1
     ignore_head: bool = False
+    check_finite: bool = False
     mean: tuple[float, float, float] = HALF_MEAN
     std: tuple[float, float, float] = HALF_STD
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, here
+        _check_types(self)
+        _check_mean_std(self)
         set_(self, "img_size", to_2tuple(self.img_size, "img_size"))
         set_(self, "patch_size", to_2tuple(self.patch_size, "patch_size"))
         for name in ("in_chans", "embed_dim", "depth", "num_heads"):
             _positive_int(name, getattr(self, name))
-        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+        if self.num_classes < 0:
             raise ValueError(f"num_classes must be an integer >= 0 (0 = no classifier), got {self.num_classes!r}")
         if self.head_dim is not None:
             _positive_int("head_dim", self.head_dim)
         elif self.embed_dim % self.num_heads:
             raise ValueError(
-                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
+                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads}); pick num_heads "
+                "dividing embed_dim, or set head_dim to decouple the attention width"
             )
         divisible = not any(i % p for i, p in zip(self.img_size, self.patch_size, strict=True))
         if not (divisible or self.dynamic_img_pad or self.crop_remainder):
@@ -147,8 +202,10 @@ class ViTConfig(_Config):
                 f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}; pick a multiple "
                 "of the patch size, or set dynamic_img_pad=True (pad) or crop_remainder=True (as timm)"
             )
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.mlp_ratio <= 0 or int(self.embed_dim * self.mlp_ratio) < 1:
+            raise ValueError(f"mlp_ratio must give an MLP width int(embed_dim * mlp_ratio) >= 1, got {self.mlp_ratio}")
+        if self.norm_eps <= 0:
+            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
         for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
                      "head_drop_rate"):
             _rate(name, getattr(self, name))
@@ -160,12 +217,22 @@ class ViTConfig(_Config):
             set_(self, "norm_eps", eps)
         set_(self, "act_layer", activation_name(self.act_layer))
         set_(self, "mlp_layer", mlp_layer_name(self.mlp_layer))
+        if self.mlp_layer == "swiglu_packed" and int(self.embed_dim * self.mlp_ratio) % 2:
+            raise ValueError(
+                f"mlp_layer='swiglu_packed' splits its hidden width in half (gate + value), so "
+                f"int(embed_dim * mlp_ratio) = {int(self.embed_dim * self.mlp_ratio)} must be even; change mlp_ratio"
+            )
         set_(self, "attention_type", canonical_name(self.attention_type))
         if self.global_pool not in POOL_TYPES:
             raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs class_token=True; use 'avg' or 'map' without one")
-        if not isinstance(self.reg_tokens, int) or self.reg_tokens < 0:
+        if self.global_pool == "map" and self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"global_pool='map' splits embed_dim ({self.embed_dim}) over num_heads ({self.num_heads}); "
+                "pick num_heads dividing embed_dim"
+            )
+        if self.reg_tokens < 0:
             raise ValueError(f"reg_tokens must be an integer >= 0, got {self.reg_tokens!r}")
         if self.pos_embed not in POS_EMBEDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
@@ -175,11 +242,11 @@ class ViTConfig(_Config):
             raise ValueError(f"pos_embed='sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
         if self.init_values is not None and self.init_values <= 0:
             raise ValueError(f"init_values (LayerScale) must be > 0 or None, got {self.init_values}")
-        if not isinstance(self.num_recomputing_layers, int) or self.num_recomputing_layers < 0:
+        if self.num_recomputing_layers < 0:
             raise ValueError(
                 f"num_recomputing_layers must be an integer >= 0, got {self.num_recomputing_layers!r}"
             )
-        if not isinstance(self.select_layer, int) or self.select_layer == 0 or self.num_blocks < 1:
+        if self.select_layer == 0 or self.num_blocks < 1:
             raise ValueError(
                 f"select_layer must be -1 (all {self.depth} blocks), -k (drop the last k-1) or k > 0 "
                 f"(keep the first k); got {self.select_layer!r}"
@@ -207,10 +274,14 @@ class SimpleViTConfig(_Config):
     """SimpleViT (Beyer et al. 2022; seed 003): sin-cos positions, mean pooling, no class token.
 
     `head_norm='tokens'` normalises every token before the mean (big_vision, vit-pytorch `SimpleViT`);
-    'pooled' normalises the mean (seed 003, vit-pytorch `simple_flash_attn_vit`).
+    'pooled' normalises the mean (seed 003, vit-pytorch `simple_flash_attn_vit`). `check_finite=True` makes the
+    forward pass reject images holding NaN or Inf.
     """
 
     family: ClassVar[str] = "simple_vit"
+    required: ClassVar[tuple[str, ...]] = (
+        "image_size", "patch_size", "num_classes", "dim", "depth", "heads", "mlp_dim", "channels", "dim_head",
+    )
 
     image_size: int | tuple[int, int] = 224
     patch_size: int | tuple[int, int] = 16
@@ -224,16 +295,19 @@ class SimpleViTConfig(_Config):
     use_flash: bool = True
     attention_type: str | None = None
     head_norm: str = "tokens"
+    check_finite: bool = False
     mean: tuple[float, float, float] = HALF_MEAN
     std: tuple[float, float, float] = HALF_STD
 
     def __post_init__(self) -> None:
+        _check_types(self)
+        _check_mean_std(self)
         object.__setattr__(self, "image_size", to_2tuple(self.image_size, "image_size"))
         object.__setattr__(self, "patch_size", to_2tuple(self.patch_size, "patch_size"))
         for name in ("dim", "depth", "heads", "mlp_dim", "channels", "dim_head"):
             _positive_int(name, getattr(self, name))
-        if not isinstance(self.num_classes, int) or self.num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0, got {self.num_classes!r}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0 (0 = no classifier), got {self.num_classes!r}")
         if any(i % p for i, p in zip(self.image_size, self.patch_size, strict=True)):
             raise ValueError(
                 f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
@@ -257,11 +331,23 @@ CONFIG_CLASSES: dict[str, type[_Config]] = {c.family: c for c in (ViTConfig, Sim
 
 
 def config_from_dict(data: dict[str, Any]) -> ViTConfig | SimpleViTConfig:
-    """Rebuild a config from its dict (as in config.json), picking the class by its 'family' key."""
+    """Rebuild a config from its dict (as in config.json), picking the class by its 'family' key.
+
+    The shape-defining fields (`required`) must be present; unknown fields are refused, others default.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a model config is a JSON object of fields, got {type(data).__name__}")
     family = data.get("family")
-    if family not in CONFIG_CLASSES:
+    if not isinstance(family, str) or family not in CONFIG_CLASSES:
         raise ValueError(
             f"config has family {family!r}; expected one of {', '.join(CONFIG_CLASSES)} "
             "(is this a vitkit config.json?)"
         )
-    return CONFIG_CLASSES[family].from_dict(data)  # type: ignore[return-value]
+    cls = CONFIG_CLASSES[family]
+    missing = [name for name in cls.required if name not in data]
+    if missing:
+        raise ValueError(
+            f"{family} config lacks required fields: {', '.join(missing)}; add them (a config written by "
+            "vitkit.save_pretrained has every field)"
+        )
+    return cls.from_dict(data)  # type: ignore[return-value]

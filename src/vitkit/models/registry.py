@@ -68,8 +68,8 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 def get_config(name: str) -> ViTConfig | SimpleViTConfig:
     """The registered config of `name`; ValueError listing close names when unknown."""
-    if name not in _CONFIGS:
-        close = [n for n in _CONFIGS if name.split("_")[0] in n][:6] or list_models()[:6]
+    if not isinstance(name, str) or name not in _CONFIGS:
+        close = [n for n in _CONFIGS if str(name).split("_")[0] in n][:6] or list_models()[:6]
         raise ValueError(f"unknown model {name!r}; registered models include: {', '.join(close)} "
                          "(see `vitkit models`)")
     return _CONFIGS[name]
@@ -79,13 +79,18 @@ def build_model(config: ViTConfig | SimpleViTConfig | dict[str, Any]) -> nn.Modu
     """The model a config describes (a config object or its config.json dict)."""
     if isinstance(config, dict):
         config = config_from_dict(config)
+    if type(config) not in _FAMILIES:
+        raise TypeError(f"build_model takes a ViTConfig, a SimpleViTConfig or a config dict, got "
+                        f"{type(config).__name__}; for a registered name use create_model(name)")
     return _FAMILIES[type(config)](config)
 
 
-def create_model(name: str, *, pretrained: str | None = None, **overrides: Any) -> nn.Module:
+def create_model(name: str, *, pretrained: str | None = None, trust_pickle: bool = False,
+                 **overrides: Any) -> nn.Module:
     """Build a registered model, with any config field overridden, e.g. `num_classes=10`.
 
-    `pretrained` is a local checkpoint path loaded with `vitkit.load_pretrained` after building.
+    `pretrained` is a local checkpoint path loaded with `vitkit.load_pretrained` after building
+    (`trust_pickle` as there).
     """
     config = get_config(name)
     if overrides:
@@ -94,7 +99,7 @@ def create_model(name: str, *, pretrained: str | None = None, **overrides: Any) 
     if pretrained is not None:
         from ..checkpoints import load_pretrained
 
-        load_pretrained(pretrained, model=model)
+        load_pretrained(pretrained, model=model, trust_pickle=trust_pickle)
     return model
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import TransformerBlock, sincos_2d
+from ..layers import TransformerBlock, check_finite, check_images, sincos_2d
 from .config import SimpleViTConfig
 
 
@@ -69,9 +69,15 @@ class SimpleViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> tokens (B, h*w, dim), normalised unless `head_norm='pooled'`."""
-        if x.dim() != 4 or tuple(x.shape[1:]) != (self.config.channels, *self.config.image_size):
-            want = (self.config.channels, *self.config.image_size)
-            raise ValueError(f"images must be (batch, {', '.join(map(str, want))}), got shape {tuple(x.shape)}")
+        check_images(x, self.config.channels, self.patch_embed.proj.weight, chans_arg="channels")
+        (H, W), (h, w) = self.config.image_size, x.shape[2:]
+        if (h, w) != (H, W):
+            raise ValueError(
+                f"images must be (batch, {self.config.channels}, {H}, {W}) for image_size {H}x{W}, got {h}x{w}; "
+                f"resize the images or build the model with image_size=({h}, {w})"
+            )
+        if self.config.check_finite:
+            check_finite(x)
         x = self.blocks(self.patch_embed(x) + self.pos_embed.to(x.dtype))
         return self.norm(x) if self.config.head_norm == "tokens" else x
 

@@ -20,6 +20,7 @@ from ..layers import (
     NormLinearPatchEmbed,
     PatchEmbed,
     TransformerBlock,
+    check_finite,
     create_norm,
     pool_tokens,
     resample_abs_pos_embed,
@@ -205,7 +206,9 @@ class VisionTransformer(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> tokens (B, prefix + h*w, D), position embedding added."""
-        grid = self.patch_embed(x, flatten=False)  # (B, h, w, D)
+        grid = self.patch_embed(x, flatten=False)  # (B, h, w, D); checks the images' shape, dtype and device
+        if self.config.check_finite:
+            check_finite(x)
         B, h, w, D = grid.shape
         x = grid.reshape(B, h * w, D)
         prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
@@ -280,9 +283,9 @@ class VisionTransformer(nn.Module):
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
         take = self._resolve_indices(indices)
-        B, _, H, W = x.shape
+        images, x = x, self.embed(x)
+        B, _, H, W = images.shape
         h, w = self.patch_embed.grid_for(H, W)
-        x = self.embed(x)
         last = take[-1] if (stop_early or intermediates_only) else len(self.blocks) - 1
         intermediates = []
         for i in range(last + 1):

@@ -7,8 +7,10 @@ a resumed run continues the same loss curve step for step.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,11 +87,31 @@ def train(options: TrainOptions, *, resume: str | Path | None = None, reporter: 
     else:
         run = RunDir(options.out or default_run_dir(options))
         run.check_new()
-    env = D.setup(options.device)
+    with deterministic_algorithms(options.deterministic):
+        env = D.setup(options.device)
+        if resume is not None and env.is_main:
+            run.remove_partial_writes()
+        try:
+            return _Trainer(options, run, env, reporter, resuming=resume is not None).fit()
+        finally:
+            D.teardown()
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """With `enabled`, torch runs only deterministic kernels (raising for an op that has none) while the
+    block runs; the previous setting comes back after it. On CUDA cuBLAS needs a fixed workspace for
+    that, so CUBLAS_WORKSPACE_CONFIG is set unless the caller already chose one."""
+    if not enabled:
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
     try:
-        return _Trainer(options, run, env, reporter, resuming=resume is not None).fit()
+        yield
     finally:
-        D.teardown()
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
 class _Trainer:
@@ -112,10 +134,14 @@ class _Trainer:
                              "training images")
         self.sampler = ShardedBatchSampler(len(self.splits.train), micro, rank=env.rank, world=env.world,
                                            seed=options.seed)
-        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=options.workers)
+        # Each iterator a DataLoader starts draws its worker seed from its generator, by default the global RNG
+        # that dropout and stochastic depth use: own generators keep that stream where a resumed run expects it.
+        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=options.workers,
+                                 generator=torch.Generator())
         val_sampler = ShardedBatchSampler(len(self.splits.val), micro, rank=env.rank, world=env.world,
                                           shuffle=False, drop_last=False)
-        self.val_loader = DataLoader(self.splits.val, batch_sampler=val_sampler, num_workers=options.workers)
+        self.val_loader = DataLoader(self.splits.val, batch_sampler=val_sampler, num_workers=options.workers,
+                                     generator=torch.Generator())
         self.steps_per_epoch = len(self.sampler) // options.grad_accum
         total = self.steps_per_epoch * options.epochs
         warmup = min(total, round(options.warmup_epochs * self.steps_per_epoch))
@@ -144,6 +170,7 @@ class _Trainer:
             while self.epoch < opts.epochs and not interrupted:
                 self.sampler.set_epoch(self.epoch, self.step_in_epoch * opts.grad_accum)
                 self.splits.train.epoch = self.epoch
+                self.loader.generator.manual_seed(opts.seed + self.epoch)  # worker seeds: a function of the epoch
                 batches = iter(self.loader)
                 while self.step_in_epoch < self.steps_per_epoch:
                     tick = time.perf_counter()

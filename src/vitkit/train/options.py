@@ -69,7 +69,17 @@ class TrainOptions:
 
     @classmethod
     def from_file(cls, path: Path) -> TrainOptions:
-        data: dict[str, Any] = json.loads(path.read_text())
+        """The options a run saved; ValueError naming the file when it is not what vitkit wrote."""
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); it is not a vitkit run's options file") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} holds {type(data).__name__}, not a JSON object of training options")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"{path} has options this vitkit does not know: {', '.join(unknown)}; remove them or "
+                             "upgrade vitkit")
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainOptions:

@@ -66,6 +66,8 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> N
 
 
 def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    _pyplot().close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        _pyplot().close(fig)  # a failed save must not leak the figure either

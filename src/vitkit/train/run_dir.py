@@ -6,6 +6,8 @@ Every file is written to a temporary name and renamed, so an interrupted write l
 from __future__ import annotations
 
 import json
+import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from torch import nn
 
 from ..checkpoints import atomic_path, save_pretrained, save_state_dict
 from ..checkpoints.io import write_text
+from ..checkpoints.pretrained import WEIGHTS_NAME
 from .options import TrainOptions
 
 STATE = "train_state.pt"
@@ -30,17 +33,27 @@ class RunDir:
         self.path = Path(path)
 
     def check_new(self) -> None:
-        """Refuse to train into a directory that already holds a run (nothing is overwritten)."""
-        if (self.path / STATE).exists() or (self.path / OPTIONS).exists():
+        """Refuse to train into a directory that already holds a run (nothing is overwritten). A run that failed
+        before its first checkpoint left only its options and labels: starting again there is allowed."""
+        if (self.path / STATE).exists() or (self.path / WEIGHTS_NAME).exists():
             raise ValueError(f"{self.path} already holds a run; continue it with --resume {self.path}, "
                              "or pick another --out")
         if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"--out {self.path} exists and is not a directory")
+            raise ValueError(f"--out {self.path} exists and is not a directory; pick another --out")
+        existing = next(p for p in (self.path, *self.path.parents) if p.exists())  # where mkdir would start
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"--out {self.path} cannot be created: {existing} is not a writable directory; "
+                             "pick another --out")
 
     def check_resumable(self) -> None:
         if not (self.path / STATE).is_file() or not (self.path / OPTIONS).is_file():
             raise ValueError(f"{self.path} is not a vitkit run directory with a checkpoint to resume "
                              f"(no {STATE} / {OPTIONS})")
+
+    def remove_partial_writes(self) -> None:
+        """Delete the temporary files of writes a killed run never finished (their targets are intact)."""
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def start(self, options: TrainOptions, classes: list[str]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -65,7 +78,12 @@ class RunDir:
         save_state_dict(state["model"], self.path / LAST)
 
     def load_state(self) -> dict[str, Any]:
-        return torch.load(self.path / STATE, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(self.path / STATE, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+            raise ValueError(f"{self.path / STATE} is unreadable ({str(err).splitlines()[0]}): vitkit only ever "
+                             "replaces it whole, so something else cut or changed it; this run cannot resume from "
+                             "it") from err
 
     def write_metrics(self, records: list[dict]) -> None:
         write_text(self.path / METRICS, "".join(json.dumps(r) + "\n" for r in records))
