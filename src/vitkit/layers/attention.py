@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import canonical_name, scaled_dot_product_attention
+from ..attention import Segments, canonical_name, scaled_dot_product_attention, varlen_attention
 from .norm import create_norm
 
 
@@ -52,21 +52,22 @@ class EfficientAttention(nn.Module):
         self.proj = nn.Linear(inner, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None) -> torch.Tensor:
+        """`attn_mask` is a mask tensor, or `Segments` for packed sequences (each token sees its own segment)."""
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, H, N, D)
         q, k = self.q_norm(q), self.k_norm(k)
-        x = scaled_dot_product_attention(
-            q,
-            k,
-            v,
+        common = dict(
             backend=self.attention_type,
-            attn_mask=attn_mask,
             dropout_p=self.attn_drop if self.training else 0.0,
             scale=self.scale,
             deterministic=self.deterministic,
         )
+        if isinstance(attn_mask, Segments):
+            x = varlen_attention(q, k, v, attn_mask, **common)
+        else:
+            x = scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **common)
         x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)  # (B, H, N, D) -> (B, N, H*D)
         return self.proj_drop(self.proj(x))
 

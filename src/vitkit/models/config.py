@@ -76,6 +76,7 @@ class ViTConfig(_Config):
     from `embed_dim` (vit-pytorch's `dim_head`). `pos_embed_antialias` picks how a learned table is
     resampled for another grid: bicubic with antialias as timm, or without as HF's `interpolate_pos_encoding`.
     `patch_embed='norm_linear_norm'` is vit-pytorch's LayerNorm -> Linear -> LayerNorm patch projection.
+    `token_drop` is NaViT's rate of patch tokens dropped per image in packed training (`forward_packed`).
     """
 
     family: ClassVar[str] = "vit"
@@ -116,6 +117,7 @@ class ViTConfig(_Config):
     patch_embed: str = "conv"
     dynamic_img_size: bool = False
     dynamic_img_pad: bool = False
+    token_drop: float = 0.0
     crop_remainder: bool = False
     init_values: float | None = None
     fc_norm: bool | None = None
@@ -150,7 +152,7 @@ class ViTConfig(_Config):
         if self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
-                     "head_drop_rate"):
+                     "head_drop_rate", "token_drop"):
             _rate(name, getattr(self, name))
         if self.weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {self.weight_init!r}")
