@@ -130,18 +130,6 @@ def test_varlen_attention_equals_attention_per_segment(backend):
     torch.testing.assert_close(out[valid], ref[valid], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.slow
-def test_varlen_flex_equals_math_cross_segments():
-    torch.manual_seed(0)
-    q_ids = torch.tensor([[0, 2, 1]])
-    kv_ids = torch.tensor([[-1, 0, 0, 0, 2, 2, -1, 1, 1, 1, 1, -1]])
-    q, k, v = torch.randn(1, 2, 3, 16), torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 16)
-    seg = Segments(q_ids, kv_ids)
-    with torch.no_grad():
-        torch.testing.assert_close(varlen_attention(q, k, v, seg, backend="flex"),
-                                   varlen_attention(q, k, v, seg, backend="math"), atol=1e-5, rtol=1e-5)
-
-
 @pytest.mark.skipif(CUDA, reason="checks the CPU error messages")
 @pytest.mark.parametrize("backend", ["flash", "xformers"])
 def test_varlen_cuda_backends_say_why_not_on_cpu(backend):
@@ -189,7 +177,7 @@ def test_forward_packed_equals_single_images(backend, variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["token+reg", "map"])
+@pytest.mark.parametrize("variant", ["map+cls+reg"])  # blocks and the MAP pool: flex compiles each shape (slow)
 def test_forward_packed_flex_equals_single_images(variant):
     model = tiny(attention_type="flex", **MODEL_VARIANTS[variant])
     imgs = images(SIZES[:5])
