@@ -31,9 +31,10 @@ def test_bench_packing_command_writes_json(tmp_path: Path):
     out = tmp_path / "packing.json"
     result = CliRunner().invoke(app, ["bench", "packing", "--model", "vit_digits", "--images", "6", "--min-side",
                                       "4", "--max-side", "12", "--steps", "1", "--warmup", "0", "--mode", "train",
-                                      "--device", "cpu", "--json", str(out)])
+                                      "--device", "cpu", "--json", str(out), "--plot", str(tmp_path / "p.png")])
     assert result.exit_code == 0, result.output
     assert "packed" in result.stdout and json.loads(out.read_text())["settings"]["mode"] == "train"
+    assert (tmp_path / "p.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

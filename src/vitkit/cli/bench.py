@@ -13,7 +13,7 @@ import typer
 from ..bench.attention_bench import DEFAULT_BACKENDS, AttentionBenchSettings, run_attention_bench
 from ..bench.memory_bench import MemoryBenchSettings, run_memory_bench
 from ..bench.packing_bench import PackingBenchSettings, run_packing_bench
-from ..bench.plots import plot_attention, plot_memory, plot_model
+from ..bench.plots import plot_attention, plot_memory, plot_model, plot_packing
 from ..bench.report import attention_table, memory_table, model_table, packing_table, write_json
 from ..bench.runner import ModelBenchSettings, run_model_bench
 from .app import app
@@ -186,6 +186,7 @@ def bench_packing(
     seed: int = _COMMON["seed"],
     threads: int | None = _COMMON["threads"],
     json_path: Path | None = _COMMON["json"],
+    plot_path: Path | None = _COMMON["plot"],
 ) -> None:
     """Mixed-size images packed (NaViT, attention per image) vs padded to the largest: tokens/s and memory."""
     settings = PackingBenchSettings(
@@ -194,6 +195,4 @@ def bench_packing(
         device=device, seed=seed, threads=threads,
     )
     report = run_packing_bench(settings, progress=_progress)
-    console().print(packing_table(report))
-    if json_path is not None:
-        write_json(json_path, report)
+    _outputs(report, packing_table, json_path, plot_path, plot_packing)
