@@ -46,6 +46,11 @@ def test_packer_respects_budget_and_keeps_every_image(seed):
     assert batch.seq_len <= max_tokens
     for s, cu in enumerate(batch.cu_seqlens):
         assert int(cu[-1]) <= max_tokens and int(cu[-1]) == int(batch.valid[s].sum())
+    rows, cols = batch.rows, batch.cols
+    for i, (h, w) in enumerate(sizes):  # every cell of every image's grid once
+        cells = rows[batch.image_ids == i] * 1000 + cols[batch.image_ids == i]
+        grid = torch.arange(-(-h // 4))[:, None] * 1000 + torch.arange(-(-w // 4))[None, :]
+        assert torch.equal(cells, torch.cat([torch.tensor([-1001]), grid.flatten()]))  # prefix slot first
     for i in range(len(sizes)):  # an image's slots are contiguous, starting at its offset
         slots = torch.nonzero(batch.image_ids.view(-1) == i).squeeze(1)
         start = int(batch.sequence[i]) * batch.seq_len + int(batch.offsets[i])

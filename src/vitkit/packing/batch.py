@@ -93,6 +93,21 @@ class PackedBatch:
         """(S, seq_len) bool: slots that hold a token (not padding)."""
         return self.image_ids >= 0
 
+    def _per_slot(self, values: torch.Tensor) -> torch.Tensor:
+        out = torch.full((self.num_sequences * self.seq_len,), -1, dtype=torch.long, device=self.device)
+        out[self.patch_slots] = values
+        return out.view(self.num_sequences, self.seq_len)
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """(S, seq_len) each slot's row in its image's patch grid; -1 for prefix tokens and padding."""
+        return self._per_slot(self.patch_rows)
+
+    @property
+    def cols(self) -> torch.Tensor:
+        """(S, seq_len) each slot's column in its image's patch grid; -1 for prefix tokens and padding."""
+        return self._per_slot(self.patch_cols)
+
     @property
     def num_tokens(self) -> int:
         """Real tokens (prefix + patches of every image), padding excluded."""
