@@ -28,7 +28,7 @@ activations), comparable between CPU and CUDA, and what the gradient-checkpointi
 Compare ratios, not absolute times: absolute numbers move with the machine and its load.
 """
 
-ORDER = ("cpu", "gpu", "quick")
+ORDER = ("cpu", "gpu", "packing", "quick")  # packing: the issue-6 run, until a CPU suite run includes it
 
 
 def main() -> None:

@@ -132,6 +132,11 @@ bench attention "attention kernels, 12 heads x 64, batch 1" bench attention --to
 bench memory "gradient checkpointing, $MEMORY_MODEL, training, batch $MEMORY_BATCH" bench memory \
   --model "$MEMORY_MODEL" --batch-size "$MEMORY_BATCH" --levels "$MEMORY_LEVELS" --device "$DEVICE" \
   --precision "$PRECISION" --steps "$MEMORY_STEPS" --warmup 1
+PACKING_IMAGES=64
+[ "$SUITE" = quick ] && PACKING_IMAGES=16
+bench packing "packed (NaViT) vs padded to the largest, ${MODELS[0]}, $PACKING_IMAGES images of sides 112-448 px" \
+  bench packing --model "${MODELS[0]}" --images "$PACKING_IMAGES" --min-side 112 --max-side 448 \
+  --device "$DEVICE" --precision "$PRECISION" --steps 3 --warmup 1
 if [ "$SUITE" = cpu ]; then
   python benchmarks/targets.py "$OUT" >>"$SECTION"
 fi

@@ -12,11 +12,13 @@ from .models import (
     create_model,
     list_models,
 )
+from .packing import PackedBatch, pack_images
 
 __version__ = "0.1.0"
 
 __all__ = [
     "EfficientAttention",
+    "PackedBatch",
     "SimpleViT",
     "SimpleViTConfig",
     "TransformerBlock",
@@ -29,5 +31,6 @@ __all__ = [
     "create_model",
     "list_models",
     "load_pretrained",
+    "pack_images",
     "save_pretrained",
 ]

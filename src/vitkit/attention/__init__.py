@@ -13,19 +13,24 @@ from .dispatch import (
     scaled_dot_product_attention,
 )
 from .math import attention_weights
+from .varlen import VARLEN_AUTO_ORDER, Segments, choose_varlen, varlen_attention
 
 __all__ = [
     "ALIASES",
     "AUTO_ORDER",
     "BACKENDS",
     "BACKEND_NAMES",
+    "VARLEN_AUTO_ORDER",
     "BackendStatus",
     "BackendUnavailableError",
     "Capability",
     "Request",
+    "Segments",
     "attention_weights",
     "backend_report",
     "canonical_name",
     "choose",
+    "choose_varlen",
     "scaled_dot_product_attention",
+    "varlen_attention",
 ]

@@ -96,3 +96,20 @@ def plot_memory(report: dict[str, Any], path: str | os.PathLike) -> None:
     twin.set_ylim(0, 1.15 * max(times, default=1.0))
     ax.set_title(f"{s['model']} · batch {s['batch_size']} · {s['precision']} · {s['device']}")
     _save(plt, fig, path)
+
+
+def plot_packing(report: dict[str, Any], path: str | os.PathLike) -> None:
+    """Packed vs padded: real tokens per second and peak tensor memory, bars labelled with the ratio to padded."""
+    s = report["settings"]
+    rows = report["rows"]
+    plt, fig, axes = _figure(2, width=4.5)
+    names = [row["way"] for row in rows]
+    colors = ["tab:gray" if name == "padded" else "tab:blue" for name in names]
+    for ax, key, ratio, label in ((axes[0], "tokens_per_s", "speedup", "real image tokens per second"),
+                                  (axes[1], "tensor_mem_mb", "mem_ratio", "peak tensor memory (MiB)")):
+        bars = ax.bar(names, [row[key] or 0.0 for row in rows], color=colors)
+        ax.bar_label(bars, labels=[f"{row[ratio]:.2f}×" if row[ratio] else "" for row in rows], padding=2)
+        ax.set_ylabel(label)
+    fig.suptitle(f"{s['model']} {s['mode']} · {s['images']} images, sides {s['min_side']}-{s['max_side']} px · "
+                 f"{s['precision']} · {s['device']}")
+    _save(plt, fig, path)

@@ -155,3 +155,28 @@ def memory_table(report: dict[str, Any]) -> Table:
             _num(row["time_vs_none"], 2),
         )
     return table
+
+
+def packing_table(report: dict[str, Any]) -> Table:
+    """Padded-to-the-largest vs packed: real tokens per second, padding and tensor memory, packed / padded."""
+    s = report["settings"]
+    title = (f"{s['model']} {s['mode']} · {s['images']} images, sides {s['min_side']}-{s['max_side']} px · "
+             f"max_tokens {s['max_tokens']} · {s['precision']} · {s['device']}")
+    caption = "\n".join([
+        "tokens/s counts real image tokens (prefix + patches of each image at its own size); padding is work, "
+        "not output. × padded: packed over padded",
+        "tensor MB: the most memory tensors held during one step",
+        _machine_caption(report["machine"]),
+    ])
+    table = Table(title=Text(title), caption=Text(caption), title_justify="left", caption_justify="left")
+    for name in ("way", "calls", "sequences", "tokens run", "padding", "ms/step", "IQR", "img/s", "tokens/s",
+                 "tensor MB", "speed × padded", "mem × padded"):
+        table.add_column(name, justify="left" if name == "way" else "right", no_wrap=True)
+    for row in report["rows"]:
+        table.add_row(
+            row["way"], str(row["calls"]), str(row["sequences"]), f"{row['tokens_processed']:,}",
+            f"{row['padding_pct']:.0f}%", _num(row["ms_per_step"]), f"{row['spread_pct']:.0f}%",
+            _num(row["img_per_s"]), _num(row["tokens_per_s"], 0), _num(row["tensor_mem_mb"], 0),
+            _num(row["speedup"], 2), _num(row["mem_ratio"], 2),
+        )
+    return table

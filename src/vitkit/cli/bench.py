@@ -1,4 +1,4 @@
-"""`vitkit bench`: vitkit against timm, vit-pytorch and HF; `bench attention`; `bench memory`.
+"""`vitkit bench`: vitkit against timm, vit-pytorch and HF; `bench attention`; `bench memory`; `bench packing`.
 
 `vitkit bench [--model NAME ...]` is the model benchmark; the subcommands are the kernel and the
 gradient-checkpointing benchmarks. Each parses its options and calls `vitkit.bench`.
@@ -12,8 +12,9 @@ import typer
 
 from ..bench.attention_bench import DEFAULT_BACKENDS, AttentionBenchSettings, run_attention_bench
 from ..bench.memory_bench import MemoryBenchSettings, run_memory_bench
-from ..bench.plots import plot_attention, plot_memory, plot_model
-from ..bench.report import attention_table, memory_table, model_table, write_json
+from ..bench.packing_bench import PackingBenchSettings, run_packing_bench
+from ..bench.plots import plot_attention, plot_memory, plot_model, plot_packing
+from ..bench.report import attention_table, memory_table, model_table, packing_table, write_json
 from ..bench.runner import ModelBenchSettings, run_model_bench
 from .app import app
 from .output import console
@@ -167,3 +168,34 @@ def bench_memory(
     )
     report = run_memory_bench(settings, progress=_progress)
     _outputs(report, memory_table, json_path, plot_path, plot_memory)
+
+
+@bench_app.command("packing")
+def bench_packing(
+    model: str = typer.Option("vit_small_patch16_224", "--model", help="A registered VisionTransformer."),
+    images: int = typer.Option(64, "--images", help="Random images in the set."),
+    min_side: int = typer.Option(112, "--min-side", help="Smallest height / width (uniform in min..max)."),
+    max_side: int = typer.Option(448, "--max-side", help="Largest height / width."),
+    max_tokens: int | None = typer.Option(
+        None, "--max-tokens", help="Tokens per packed sequence (default: two of the largest image)."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="Padded images per forward (packed: as many tokens)."),
+    mode: str = typer.Option("infer", "--mode", help="infer (inference_mode) or train (forward + backward)."),
+    attention: str = typer.Option("auto", "--attention", help="vitkit's attention backend."),
+    precision: str = _COMMON["precision"],
+    steps: int = typer.Option(3, "--steps", help="Timed passes over the whole set."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed passes first."),
+    device: str = _COMMON["device"],
+    seed: int = _COMMON["seed"],
+    threads: int | None = _COMMON["threads"],
+    json_path: Path | None = _COMMON["json"],
+    plot_path: Path | None = _COMMON["plot"],
+) -> None:
+    """Mixed-size images packed (NaViT, attention per image) vs padded to the largest: tokens/s and memory."""
+    settings = PackingBenchSettings(
+        model=model, images=images, min_side=min_side, max_side=max_side, max_tokens=max_tokens,
+        batch_size=batch_size, mode=mode, attention=attention, precision=precision, steps=steps, warmup=warmup,
+        device=device, seed=seed, threads=threads,
+    )
+    report = run_packing_bench(settings, progress=_progress)
+    _outputs(report, packing_table, json_path, plot_path, plot_packing)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..checkpoints import load_pretrained
 from ..data import DataConfig, load_splits, read_image
+from ..data.packed import PackCollate, default_max_tokens
 from ..data.transforms import resize
 from ..train import RunDir, evaluate, predict
 from ..train.distributed import setup
@@ -34,15 +35,28 @@ def eval_command(
     confusion: Path | None = typer.Option(None, help="Confusion-matrix PNG (default: CHECKPOINT/confusion.png)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
+    packing: bool = typer.Option(
+        False, "--packing", help="Keep each image's aspect ratio (longest side capped) and pack batches (NaViT)."
+    ),
+    max_tokens: int | None = typer.Option(None, help="With --packing: tokens per sequence (default: 4 full images)."),
 ) -> None:
     """Top-1 / top-5 accuracy, a per-class table and a confusion-matrix PNG."""
     if batch_size <= 0:
         raise ValueError(f"--batch-size must be a positive integer, got {batch_size}")
+    if max_tokens is not None and (max_tokens <= 0 or not packing):
+        raise ValueError(f"--max-tokens needs --packing and a positive integer, got {max_tokens}")
     model, data_config, labels = _load(checkpoint, trust_pickle)
-    splits = load_splits(data, data_config, val_split=val_split)
+    if packing and not hasattr(model, "forward_packed"):
+        raise ValueError(f"--packing needs a VisionTransformer; {checkpoint} holds a {type(model).__name__}")
+    splits = load_splits(data, data_config, val_split=val_split, keep_aspect=packing)
     if len(splits.classes) != model.num_classes:
         raise ValueError(f"{data} has {len(splits.classes)} classes, the model {model.num_classes}")
-    loader = torch.utils.data.DataLoader(splits.val, batch_size=batch_size)
+    collate = None
+    if packing:
+        patch = tuple(model.patch_embed.patch_size)
+        tokens = max_tokens or default_max_tokens(model.config.img_size, patch, model.num_prefix_tokens)
+        collate = PackCollate(patch, tokens, model.num_prefix_tokens)
+    loader = torch.utils.data.DataLoader(splits.val, batch_size=batch_size, collate_fn=collate)
     result = evaluate(model, loader, model.num_classes, setup("cpu"))
     confusion = confusion or checkpoint / "confusion.png"
     plot_confusion(result.confusion, labels, confusion)

@@ -101,6 +101,11 @@ def train_command(
     out: Path | None = typer.Option(None, help="Run directory (default: runs/<model>-<time>)."),
     save_every: int = typer.Option(0, help="Also checkpoint every N optimizer steps (0: each epoch end)."),
     fsdp: bool = typer.Option(False, "--fsdp", help="Shard with FSDP2 across torchrun processes."),
+    packing: bool = typer.Option(
+        False, "--packing", help="NaViT: keep each image's aspect ratio (longest side capped) and pack batches."
+    ),
+    max_tokens: int | None = typer.Option(None, help="With --packing: tokens per sequence (default: 4 full images)."),
+    token_drop: float = typer.Option(0.0, help="With --packing: NaViT token-dropping rate in training."),
     resume: Path | None = typer.Option(None, help="Continue the run in this directory."),
 ) -> None:
     """Train a model; by default the digits ViT on scikit-learn's bundled 8x8 digits."""
@@ -111,7 +116,7 @@ def train_command(
         grad_checkpointing=grad_checkpointing, attention=attention, compile=compile, grad_accum=grad_accum,
         workers=workers, seed=seed, deterministic=deterministic, device=device,
         out=None if out is None else str(out), save_every=save_every,
-        fsdp=fsdp,
+        fsdp=fsdp, packing=packing, max_tokens=max_tokens, token_drop=token_drop,
     )
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 draws and prints
     summary = train(options, resume=resume, reporter=RichReporter() if is_main else None)

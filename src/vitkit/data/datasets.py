@@ -9,6 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from .packed import fit_within, random_aspect_crop
 from .transforms import DataConfig, pil_to_tensor, random_resized_crop, resize, sample_generator
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -17,23 +18,27 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 class ImageDataset(Dataset):
     """Images + labels, preprocessed for one model; training views are augmented per (seed, epoch, index).
 
-    `images` is either a (N, C, H, W) float tensor in [0, 1] (digits) or a list of file paths.
+    `images` is either a (N, C, H, W) float tensor in [0, 1] (digits) or a list of file paths. With
+    `keep_aspect` (packed training) images keep their own size and aspect ratio, the longer side capped
+    at the model's size, instead of being resized to it.
     """
 
     def __init__(self, images: torch.Tensor | list[Path], labels: list[int], data: DataConfig, *,
-                 train: bool = False, seed: int = 0) -> None:
+                 train: bool = False, seed: int = 0, keep_aspect: bool = False) -> None:
         self.images = images
         self.labels = labels
         self.data = data
         self.train = train
         self.seed = seed
         self.epoch = 0
+        self.keep_aspect = keep_aspect
         # In-memory images are not augmented: preprocess them all once, not per sample and epoch.
         self._ready = (
-            data.normalize(torch.stack([resize(x, data.img_size) for x in images]))
-            if isinstance(images, torch.Tensor)
-            else None
+            [data.normalize(self._sized(x)) for x in images] if isinstance(images, torch.Tensor) else None
         )
+
+    def _sized(self, x: torch.Tensor) -> torch.Tensor:
+        return fit_within(x, max(self.data.img_size)) if self.keep_aspect else resize(x, self.data.img_size)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -44,11 +49,11 @@ class ImageDataset(Dataset):
         if self._ready is not None:
             return self._ready[index], self.labels[index]
         x = read_image(self.images[index], self.data.in_chans)
-        if self.train:
+        if self.train and self.keep_aspect:
+            x = random_aspect_crop(x, sample_generator(self.seed, self.epoch, index))
+        elif self.train:
             x = random_resized_crop(x, self.data.img_size, sample_generator(self.seed, self.epoch, index))
-        else:
-            x = resize(x, self.data.img_size)
-        return self.data.normalize(x), self.labels[index]
+        return self.data.normalize(self._sized(x)), self.labels[index]
 
 
 def read_image(path: Path, in_chans: int) -> torch.Tensor:
@@ -68,7 +73,7 @@ class Splits:
     classes: list[str]
 
 
-def digits(data: DataConfig, *, val_fraction: float = 0.2, seed: int = 0) -> Splits:
+def digits(data: DataConfig, *, val_fraction: float = 0.2, seed: int = 0, keep_aspect: bool = False) -> Splits:
     """scikit-learn's 1,797 handwritten 8x8 digits, split 80/20 stratified with a fixed seed."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -82,8 +87,9 @@ def digits(data: DataConfig, *, val_fraction: float = 0.2, seed: int = 0) -> Spl
     )
     labels = bunch.target.tolist()
     return Splits(
-        ImageDataset(images[train_idx], [labels[i] for i in train_idx], data, train=True, seed=seed),
-        ImageDataset(images[val_idx], [labels[i] for i in val_idx], data),
+        ImageDataset(images[train_idx], [labels[i] for i in train_idx], data, train=True, seed=seed,
+                     keep_aspect=keep_aspect),
+        ImageDataset(images[val_idx], [labels[i] for i in val_idx], data, keep_aspect=keep_aspect),
         [str(d) for d in range(10)],
     )
 
@@ -110,7 +116,8 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return files, labels, classes
 
 
-def image_folder(root: str | Path, data: DataConfig, *, val_split: float | None = None, seed: int = 0) -> Splits:
+def image_folder(root: str | Path, data: DataConfig, *, val_split: float | None = None, seed: int = 0,
+                 keep_aspect: bool = False) -> Splits:
     """root/train/<class>/* and root/val/<class>/*, or root/<class>/* split by `val_split` (stratified)."""
     root = Path(root)
     if (root / "train").is_dir():
@@ -134,14 +141,15 @@ def image_folder(root: str | Path, data: DataConfig, *, val_split: float | None 
         files, labels = [all_files[i] for i in train_idx], [all_labels[i] for i in train_idx]
         val_files, val_labels = [all_files[i] for i in val_idx], [all_labels[i] for i in val_idx]
     return Splits(
-        ImageDataset(files, labels, data, train=True, seed=seed),
-        ImageDataset(val_files, val_labels, data),
+        ImageDataset(files, labels, data, train=True, seed=seed, keep_aspect=keep_aspect),
+        ImageDataset(val_files, val_labels, data, keep_aspect=keep_aspect),
         classes,
     )
 
 
-def load_splits(source: str, data: DataConfig, *, val_split: float | None = None, seed: int = 0) -> Splits:
-    """'digits' (bundled) or a folder path."""
+def load_splits(source: str, data: DataConfig, *, val_split: float | None = None, seed: int = 0,
+                keep_aspect: bool = False) -> Splits:
+    """'digits' (bundled) or a folder path; `keep_aspect` for packed batches (see `ImageDataset`)."""
     if source == "digits":
-        return digits(data, seed=seed)
-    return image_folder(source, data, val_split=val_split, seed=seed)
+        return digits(data, seed=seed, keep_aspect=keep_aspect)
+    return image_folder(source, data, val_split=val_split, seed=seed, keep_aspect=keep_aspect)

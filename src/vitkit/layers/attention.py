@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import attention_weights, canonical_name, scaled_dot_product_attention
+from ..attention import Segments, attention_weights, canonical_name, scaled_dot_product_attention, varlen_attention
 from .norm import create_norm
 
 
@@ -65,19 +65,20 @@ class EfficientAttention(nn.Module):
         q, k, _ = self._qkv(x)
         return attention_weights(q, k, attn_mask, self.scale)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None) -> torch.Tensor:
+        """`attn_mask` is a mask tensor, or `Segments` for packed sequences (each token sees its own segment)."""
         B, N, _ = x.shape
         q, k, v = self._qkv(x)
-        x = scaled_dot_product_attention(
-            q,
-            k,
-            v,
+        common = dict(
             backend=self.attention_type,
-            attn_mask=attn_mask,
             dropout_p=self.attn_drop if self.training else 0.0,
             scale=self.scale,
             deterministic=self.deterministic,
         )
+        if isinstance(attn_mask, Segments):
+            x = varlen_attention(q, k, v, attn_mask, **common)
+        else:
+            x = scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **common)
         x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)  # (B, H, N, D) -> (B, N, H*D)
         return self.proj_drop(self.proj(x))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..attention import Segments
 from .attention import EfficientAttention
 from .drop import DropPath, LayerScale
 from .mlp import MLP_LAYERS, mlp_layer_name
@@ -74,7 +75,7 @@ class TransformerBlock(nn.Module):
         self.ls2 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None) -> torch.Tensor:
         if self.pre_norm:
             x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask)))
             return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))

@@ -118,6 +118,10 @@ class PatchEmbed(nn.Module):
         x = self.proj(self._checked(x)).permute(0, 2, 3, 1)  # (B, D, h, w) -> (B, h, w, D)
         return x.flatten(1, 2) if flatten else x
 
+    def embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Already cut patches (P, C*ph*pw), each flattened in (C, ph, pw) order -> tokens (P, D)."""
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)
+
 
 class NormLinearPatchEmbed(PatchEmbed):
     """vit-pytorch's patch projection: each p1 x p2 x C patch flattened (p1 p2 c order), LayerNorm, Linear,
@@ -139,3 +143,9 @@ class NormLinearPatchEmbed(PatchEmbed):
         x = x[:, :, : h * ph, : w * pw].reshape(B, C, h, ph, w, pw).permute(0, 2, 4, 3, 5, 1)  # (B, h, w, ph, pw, C)
         x = self.norm(self.proj(self.norm_in(x.reshape(B, h, w, ph * pw * C))))  # (B, h, w, D)
         return x.flatten(1, 2) if flatten else x
+
+    def embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patches (P, C*ph*pw) in (C, ph, pw) order -> tokens (P, D), through this layer's (ph, pw, C) order."""
+        (ph, pw), C = self.patch_size, self.in_chans
+        x = patches.reshape(-1, C, ph, pw).permute(0, 2, 3, 1).reshape(-1, ph * pw * C)  # (P, ph*pw*C)
+        return self.norm(self.proj(self.norm_in(x)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import attention_weights, scaled_dot_product_attention
+from ..attention import Segments, attention_weights, scaled_dot_product_attention, varlen_attention
 from .mlp import Mlp
 from .norm import create_norm
 
@@ -79,6 +79,30 @@ class AttentionPoolLatent(nn.Module):
         q, k, v = self._qkv(x)
         x = scaled_dot_product_attention(q, k, v, backend=self.attention_type, attn_mask=attn_mask)
         x = x.transpose(1, 2).reshape(B, self.latent_len, C)  # (B, H, L, D) -> (B, L, C)
+        return self._finish(x)
+
+    def forward_segments(self, x: torch.Tensor, kv_ids: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """Packed tokens (S, T, C) -> one pooled vector per segment (I, C) (or (I, L, C)), segment id order.
+
+        `kv_ids` (S, T) gives each slot's segment (-1: not pooled, e.g. prefix tokens and padding);
+        `order` (I,) lists the segment ids in the order their slots appear. Each segment's latent
+        queries attend only to that segment's tokens, on the model's varlen attention kernel.
+        """
+        S, T, C = x.shape
+        num = order.numel()
+        q = self.q(self.latent).reshape(1, self.latent_len, self.num_heads, self.head_dim)
+        q = q.expand(num, -1, -1, -1).reshape(1, num * self.latent_len, self.num_heads, self.head_dim)
+        q = q.transpose(1, 2)  # (1, H, I*L, D)
+        kv = self.kv(x).reshape(1, S * T, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)  # each (1, H, S*T, D)
+        segments = Segments(order.repeat_interleave(self.latent_len)[None], kv_ids.reshape(1, S * T))
+        x = varlen_attention(q, k, v, segments, backend=self.attention_type)
+        x = x.transpose(1, 2).reshape(num, self.latent_len, C)  # (1, H, I*L, D) -> (I, L, C), `order` order
+        x = x[torch.argsort(order)]  # -> segment id order
+        return self._finish(x)
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        """Projection and MLP after the attention; (B, L, C) -> (B, C) for a single latent."""
         x = self.proj_drop(self.proj(x))
         x = x + self.mlp(self.norm(x))
         return x[:, 0] if self.latent_len == 1 else x

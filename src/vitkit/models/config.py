@@ -124,6 +124,7 @@ class ViTConfig(_Config):
     resampled for another grid: bicubic with antialias as timm, or without as HF's `interpolate_pos_encoding`.
     `patch_embed='norm_linear_norm'` is vit-pytorch's LayerNorm -> Linear -> LayerNorm patch projection.
     `check_finite=True` makes the forward pass reject images holding NaN or Inf (one reduction over the input).
+    `token_drop` is NaViT's rate of patch tokens dropped per image in packed training (`forward_packed`).
     """
 
     family: ClassVar[str] = "vit"
@@ -167,6 +168,7 @@ class ViTConfig(_Config):
     patch_embed: str = "conv"
     dynamic_img_size: bool = False
     dynamic_img_pad: bool = False
+    token_drop: float = 0.0
     crop_remainder: bool = False
     init_values: float | None = None
     fc_norm: bool | None = None
@@ -207,7 +209,7 @@ class ViTConfig(_Config):
         if self.norm_eps <= 0:
             raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
         for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
-                     "head_drop_rate"):
+                     "head_drop_rate", "token_drop"):
             _rate(name, getattr(self, name))
         if self.weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {self.weight_init!r}")

@@ -26,6 +26,8 @@ from ..layers import (
     resample_abs_pos_embed,
     sincos_2d,
 )
+from ..packing import PackedBatch, TokenDrop
+from . import packed_forward
 from .config import ViTConfig
 
 # Seed 000's positional order, so `VisionTransformer(224, 16, 3, 1000, ...)` means what it meant there.
@@ -78,6 +80,7 @@ class VisionTransformer(nn.Module):
         self.num_prefix_tokens = cfg.num_prefix_tokens
         self.no_embed_class = cfg.no_embed_class or cfg.pos_embed == "sincos"
         self.dynamic_img_size = cfg.dynamic_img_size
+        self.token_drop: TokenDrop = cfg.token_drop  # packed training only; may be set to a callable (h, w) -> rate
         self.ignore_head = cfg.ignore_head
         self.num_recomputing_layers = min(cfg.num_recomputing_layers, cfg.num_blocks)
 
@@ -245,9 +248,46 @@ class VisionTransformer(nn.Module):
         x = self.head_drop(self.fc_norm(self.pool(x)))
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | PackedBatch) -> torch.Tensor | list[torch.Tensor]:
+        """Images (B, C, H, W) -> logits (or tokens); a `PackedBatch` goes to `forward_packed`."""
+        if isinstance(x, PackedBatch):
+            return self.forward_packed(x)
         x = self.forward_features(x)
         return x if self.ignore_head else self.forward_head(x)
+
+    # -- packed batches (NaViT) -----------------------------------------------------------------
+
+    def forward_packed(
+        self,
+        batch: PackedBatch,
+        *,
+        pre_logits: bool = False,
+        return_tokens: bool = False,
+        token_drop: TokenDrop | None = None,
+    ) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Images of different sizes packed by `vitkit.pack_images` -> per-image logits (I, classes).
+
+        Attention stays inside each image on the backend's varlen kernel; each image gets its own prefix
+        tokens, its own resampled position table and its own pooling, so row i equals `model(image_i[None])`
+        with `dynamic_img_size`. `pre_logits` returns pooled features; `return_tokens` also returns each
+        image's tokens; `global_pool=''` / `ignore_head` return the tokens only. `token_drop` (a rate or a
+        function of the image's (height, width)) overrides the model's NaViT token dropping, which runs
+        in training mode only. A batch packed for another number of prefix tokens is repacked.
+        """
+        return packed_forward.forward_packed(
+            self, batch, pre_logits=pre_logits, return_tokens=return_tokens, token_drop=token_drop
+        )
+
+    def pack(self, images: Sequence[torch.Tensor] | torch.Tensor, max_tokens: int,
+             pad_to_patch: bool | None = None) -> PackedBatch:
+        """`vitkit.pack_images` with this model's patch size and prefix tokens (padding: `dynamic_img_pad`)."""
+        from ..packing import pack_images
+
+        return pack_images(
+            images, patch_size=self.patch_embed.patch_size, max_tokens=max_tokens,
+            pad_to_patch=self.patch_embed.dynamic_img_pad if pad_to_patch is None else pad_to_patch,
+            num_prefix_tokens=self.num_prefix_tokens,
+        )
 
     # -- feature extraction ---------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..data import DataConfig, ShardedBatchSampler, load_splits
+from ..data.packed import PackCollate, default_max_tokens
 from . import distributed as D
 from .evaluate import EvalResult, evaluate
 from .model_setup import build_for_run, run_config
@@ -119,7 +120,8 @@ class _Trainer:
                  resuming: bool) -> None:
         self.options, self.run, self.env, self.reporter = options, run, env, reporter
         config = run_config(options)
-        self.splits = load_splits(options.data, DataConfig.of(config), val_split=options.val_split, seed=options.seed)
+        self.splits = load_splits(options.data, DataConfig.of(config), val_split=options.val_split, seed=options.seed,
+                                  keep_aspect=options.packing)
         torch.manual_seed(options.seed)
         self.model = build_for_run(options, config, len(self.splits.classes)).to(env.device)
         self.net = D.wrap(self.model, env, options.fsdp)
@@ -136,12 +138,13 @@ class _Trainer:
                                            seed=options.seed)
         # Each iterator a DataLoader starts draws its worker seed from its generator, by default the global RNG
         # that dropout and stochastic depth use: own generators keep that stream where a resumed run expects it.
+        collate = _pack_collate(options, self.model) if options.packing else None
         self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=options.workers,
-                                 generator=torch.Generator())
+                                 generator=torch.Generator(), collate_fn=collate)
         val_sampler = ShardedBatchSampler(len(self.splits.val), micro, rank=env.rank, world=env.world,
                                           shuffle=False, drop_last=False)
         self.val_loader = DataLoader(self.splits.val, batch_sampler=val_sampler, num_workers=options.workers,
-                                     generator=torch.Generator())
+                                     generator=torch.Generator(), collate_fn=collate)
         self.steps_per_epoch = len(self.sampler) // options.grad_accum
         total = self.steps_per_epoch * options.epochs
         warmup = min(total, round(options.warmup_epochs * self.steps_per_epoch))
@@ -277,6 +280,13 @@ class _Trainer:
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _pack_collate(options: TrainOptions, model: torch.nn.Module) -> PackCollate:
+    """Batches packed into sequences of `--max-tokens` (default: four full-size images) for this model."""
+    patch = tuple(model.patch_embed.patch_size)
+    max_tokens = options.max_tokens or default_max_tokens(model.config.img_size, patch, model.num_prefix_tokens)
+    return PackCollate(patch, max_tokens, model.num_prefix_tokens)
 
 
 def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

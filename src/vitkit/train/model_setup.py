@@ -27,6 +27,10 @@ def run_config(options: TrainOptions) -> ViTConfig | SimpleViTConfig:
         changes["img_size" if "img_size" in names else "image_size"] = options.img_size
     if "deterministic" in names:
         changes["deterministic"] = options.deterministic
+    if options.packing:
+        if not isinstance(config, ViTConfig):
+            raise ValueError(f"--packing needs a VisionTransformer model; {options.model} is a {config.family} model")
+        changes.update(dynamic_img_size=True, dynamic_img_pad=True, token_drop=options.token_drop)
     if options.drop_path is not None:
         if "drop_path_rate" not in names:
             raise ValueError(f"--drop-path: this model ({config.family}) has no stochastic depth")

@@ -40,6 +40,9 @@ class TrainOptions:
     save_every: int = 0  # steps between periodic checkpoints; 0 = each epoch end only
     fsdp: bool = False
     deterministic: bool = False
+    packing: bool = False  # NaViT: images keep their aspect ratio and are packed into token sequences
+    max_tokens: int | None = None  # tokens per packed sequence (default: four full-size images)
+    token_drop: float = 0.0  # NaViT token dropping rate in packed training
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum"):
@@ -63,6 +66,12 @@ class TrainOptions:
             raise ValueError(f"--val-split must be in (0, 1), got {self.val_split}")
         if self.img_size is not None and self.img_size <= 0:
             raise ValueError(f"--img-size must be positive, got {self.img_size}")
+        if self.max_tokens is not None and (not isinstance(self.max_tokens, int) or self.max_tokens <= 0):
+            raise ValueError(f"--max-tokens must be a positive integer, got {self.max_tokens!r}")
+        if not 0.0 <= self.token_drop < 1.0:
+            raise ValueError(f"--token-drop must be in [0, 1), got {self.token_drop}")
+        if not self.packing and (self.max_tokens is not None or self.token_drop):
+            raise ValueError("--max-tokens and --token-drop need --packing")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

@@ -1,0 +1,135 @@
+"""VisionTransformer on a `PackedBatch`: many images of different sizes in one pass, attention per image.
+
+Each image gets its own prefix tokens and its own position table (resampled to its grid, as
+`dynamic_img_size` does for one image); every block attends within images only (`Segments`), and
+pooling ('token', 'avg', 'max', 'avgmax', 'map') reduces each image's tokens on their own. The results
+equal running the model on each image alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..packing import PackedBatch, TokenDrop
+
+if TYPE_CHECKING:
+    from .vision_transformer import VisionTransformer
+
+
+def prepare(model: VisionTransformer, batch: PackedBatch, token_drop: TokenDrop | None) -> PackedBatch:
+    """`batch` checked against the model, repacked for its prefix tokens, tokens dropped when training."""
+    if not isinstance(batch, PackedBatch):
+        raise TypeError(f"forward_packed takes a vitkit.PackedBatch (from vitkit.pack_images), got {type(batch)}")
+    patch = tuple(model.patch_embed.patch_size)
+    if tuple(batch.patch_size) != patch:
+        raise ValueError(
+            f"the batch was packed with patch_size {batch.patch_size}, the model's is {patch}; "
+            f"pack with pack_images(..., patch_size={patch})"
+        )
+    width = model.patch_embed.in_chans * patch[0] * patch[1]
+    if batch.patches.shape[1] != width:
+        raise ValueError(
+            f"the batch's images have {batch.patches.shape[1] // (patch[0] * patch[1])} channels, "
+            f"the model takes {model.patch_embed.in_chans}"
+        )
+    if batch.num_prefix_tokens != model.num_prefix_tokens:
+        batch = batch.repack(num_prefix_tokens=model.num_prefix_tokens)
+    rate = model.token_drop if token_drop is None else token_drop
+    if model.training and (callable(rate) or rate):
+        batch = batch.drop_tokens(rate)
+    return batch
+
+
+def _patch_positions(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor | None:
+    """(P, D) position embedding of every patch: its image's table (resampled to its grid) at its cell."""
+    if model.pos_embed is None:
+        return None
+    skip = 0 if model.no_embed_class else model.num_prefix_tokens  # prefix rows of the table
+    tables, base, at = [], {}, 0
+    for grid in sorted(set(batch.grid_sizes)):  # one resampling per distinct grid
+        table = model._pos_embed_for(*grid)[0, skip:]  # (h*w, D)
+        base[grid] = at
+        at += table.shape[0]
+        tables.append(table)
+    device = batch.device
+    image_base = torch.tensor([base[g] for g in batch.grid_sizes], device=device)
+    image_width = torch.tensor([g[1] for g in batch.grid_sizes], device=device)
+    index = image_base[batch.patch_image] + batch.patch_rows * image_width[batch.patch_image] + batch.patch_cols
+    return torch.cat(tables)[index]
+
+
+def embed_packed(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor:
+    """Packed patches -> tokens (S, T, D) with prefix tokens and position embeddings, padding slots zero."""
+    weight = model.patch_embed.proj.weight
+    tokens = model.patch_embed.embed_patches(batch.patches.to(weight.dtype))  # (P, D)
+    pos = _patch_positions(model, batch)
+    if pos is not None:
+        tokens = tokens + pos.to(tokens.dtype)
+    S, T, D = batch.num_sequences, batch.seq_len, tokens.shape[-1]
+    slots, values = [batch.patch_slots], [tokens]
+    n = model.num_prefix_tokens
+    if n:
+        prefix = torch.cat([t for t in (model.cls_token, model.reg_token) if t is not None], dim=1)  # (1, n, D)
+        if model.pos_embed is not None and not model.no_embed_class:
+            prefix = prefix + model.pos_embed[:, :n].to(prefix.dtype)
+        start = batch.sequence * T + batch.offsets  # (I,)
+        slots.append((start[:, None] + torch.arange(n, device=start.device)).reshape(-1))
+        values.append(prefix[0].to(tokens.dtype).repeat(batch.num_images, 1))  # (I*n, D)
+    x = tokens.new_zeros(S * T, D).index_copy(0, torch.cat(slots), torch.cat(values)).view(S, T, D)
+    return model.norm_pre(model.pos_drop(x))
+
+
+def forward_packed_features(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor:
+    """A prepared batch -> normalised tokens (S, T, D) in the batch's layout (padding slots meaningless)."""
+    x = embed_packed(model, batch)
+    segments = batch.segments()
+    for i in range(len(model.blocks)):
+        x = model._block(i, x, segments)
+    return model.norm(x)
+
+
+def pool_packed(model: VisionTransformer, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+    """Packed tokens (S, T, D) -> (I, D), each image pooled over its own tokens by `global_pool`."""
+    flat = x.reshape(-1, x.shape[-1])  # (S*T, D)
+    num = batch.num_images
+    if model.attn_pool is not None:
+        kv_ids = torch.full((flat.shape[0],), -1, dtype=torch.long, device=x.device)
+        kv_ids[batch.patch_slots] = batch.patch_image  # MAP pools patch tokens only, as `pool` does
+        return model.attn_pool.forward_segments(x, kv_ids.view(x.shape[:2]), batch.image_order())
+    if model.global_pool == "token":
+        return flat[batch.sequence * batch.seq_len + batch.offsets]
+    patches = flat[batch.patch_slots]  # (P, D)
+    index = batch.patch_image
+    counts = torch.bincount(index, minlength=num).clamp(min=1).to(x.dtype)
+    mean = x.new_zeros(num, x.shape[-1]).index_add(0, index, patches) / counts[:, None]
+    if model.global_pool == "avg":
+        return mean
+    most = x.new_full((num, x.shape[-1]), float("-inf")).scatter_reduce(
+        0, index[:, None].expand_as(patches), patches, reduce="amax", include_self=True
+    )
+    return most if model.global_pool == "max" else 0.5 * (most + mean)
+
+
+def forward_packed(
+    model: VisionTransformer,
+    batch: PackedBatch,
+    *,
+    pre_logits: bool = False,
+    return_tokens: bool = False,
+    token_drop: TokenDrop | None = None,
+) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+    """Per-image logits (I, classes), or pooled features with `pre_logits` / without a head, image order.
+
+    `global_pool=''` or `ignore_head` returns each image's tokens instead (a list of (prefix + h*w, D));
+    `return_tokens` returns (pooled, tokens). Token dropping applies in training mode only.
+    """
+    batch = prepare(model, batch, token_drop)
+    x = forward_packed_features(model, batch)
+    if model.ignore_head or (model.global_pool == "" and model.attn_pool is None):
+        return batch.unpack(x)
+    out = model.head_drop(model.fc_norm(pool_packed(model, x, batch)))
+    if not pre_logits:
+        out = model.head(out)
+    return (out, batch.unpack(x)) if return_tokens else out
