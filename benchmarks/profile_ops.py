@@ -1,0 +1,68 @@
+"""Where inference time goes: the PyTorch profiler's operator table for vitkit and a peer on the same batch.
+
+    python benchmarks/profile_ops.py simple_vit_small_patch16_224 vit-pytorch --batch-size 8
+    python benchmarks/profile_ops.py vit_small_patch16_224 timm --batch-size 16
+
+Prints a markdown table: each aten operator's share of self CPU time, per library, and its total milliseconds
+(median of the profiled steps). Used by BENCHMARKS.md to explain the targets a kernel choice cannot reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from vitkit.bench.candidates import PEERS, build_vitkit
+from vitkit.bench.runner import bench_config
+
+
+def op_times(model: torch.nn.Module, images: torch.Tensor, steps: int) -> dict[str, float]:
+    """Median self-CPU milliseconds per aten operator over `steps` profiled inference steps."""
+    per_step: dict[str, list[float]] = defaultdict(list)
+    with torch.inference_mode():
+        model(images)  # warm-up
+        for _ in range(steps):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                model(images)
+            for event in prof.key_averages():
+                if event.key.startswith("aten::"):
+                    per_step[event.key].append(event.self_cpu_time_total / 1e3)
+    return {op: statistics.median(times + [0.0] * (steps - len(times))) for op, times in per_step.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("peer", choices=sorted(PEERS))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--top", type=int, default=10)
+    args = parser.parse_args()
+
+    config = bench_config(args.model)
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    ours = build_vitkit(config, cpu, "auto", 0).model.eval()
+    theirs = PEERS[args.peer].build(config, cpu, 0).model.eval()
+    size = config.img_size if hasattr(config, "img_size") else config.image_size
+    channels = config.in_chans if hasattr(config, "in_chans") else config.channels
+    images = torch.randn(args.batch_size, channels, *size, generator=torch.Generator().manual_seed(0))
+    tables = {"vitkit": op_times(ours, images, args.steps), args.peer: op_times(theirs, images, args.steps)}
+    totals = {name: sum(times.values()) for name, times in tables.items()}
+    ops = sorted(set().union(*tables.values()), key=lambda op: -max(t.get(op, 0.0) for t in tables.values()))
+    print(f"{args.model}, inference, batch {args.batch_size}, {torch.get_num_threads()} threads: self CPU time "
+          f"per operator (median of {args.steps} profiled steps)\n")
+    print("| operator | " + " | ".join(f"{name} ms | {name} %" for name in tables) + " |")
+    print("|---|" + "---|---|" * len(tables))
+    for op in ops[: args.top]:
+        cells = [f"{t.get(op, 0.0):,.1f} | {100 * t.get(op, 0.0) / totals[name]:.1f}" for name, t in tables.items()]
+        print(f"| `{op}` | " + " | ".join(cells) + " |")
+    print("| **all operators** | " + " | ".join(f"**{totals[name]:,.1f}** | 100" for name in tables) + " |")
+
+
+if __name__ == "__main__":
+    main()
