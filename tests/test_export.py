@@ -257,7 +257,7 @@ def test_cli_export_argument_errors(tmp_path):
 def test_exported_inputs_are_seeded_and_shaped_by_the_config():
     from vitkit.deploy import example_images, input_shape
 
-    model = vitkit.VisionTransformer(**{**TINY, "img_size": (16, 24), "in_chans": 1})
+    model = vitkit.VisionTransformer(**{**TINY, "img_size": (16, 24), "in_chans": 1, "mean": (0.5,), "std": (0.5,)})
     assert input_shape(model) == (1, 16, 24)
     a, b = example_images(model, 3, seed=7), example_images(model, 3, seed=7)
     assert a.shape == (3, 1, 16, 24) and torch.equal(a, b)
