@@ -22,7 +22,7 @@ SIMPLE=simple_vit_small_patch16_224
 MEMORY_MODEL=vit_base_patch16_224
 case "$SUITE" in
   cpu) TITLE="CPU suite (fp32)"; DEVICE=cpu; PRECISION=fp32; INFER_BATCH=16; TRAIN_BATCH=8; MEMORY_BATCH=32
-       ATTENTION=auto; KERNELS=math,sdpa,flex; TOKENS=197,577,1025,4097; STEPS=${STEPS:-5}; ROUNDS=${ROUNDS:-2}
+       ATTENTION=auto; KERNELS=math,sdpa,flex; TOKENS=197,577,1025,4097; STEPS=${STEPS:-8}; ROUNDS=${ROUNDS:-3}
        MEMORY_LEVELS=${MEMORY_LEVELS:-0,6,12}; MEMORY_STEPS=${MEMORY_STEPS:-1}
        rm -rf benchmarks/results/quick ;;
   gpu) TITLE="GPU suite (bf16)"; DEVICE=cuda; PRECISION=bf16; INFER_BATCH=128; TRAIN_BATCH=64; MEMORY_BATCH=64
@@ -137,6 +137,25 @@ PACKING_IMAGES=64
 bench packing "packed (NaViT) vs padded to the largest, ${MODELS[0]}, $PACKING_IMAGES images of sides 112-448 px" \
   bench packing --model "${MODELS[0]}" --images "$PACKING_IMAGES" --min-side 112 --max-side 448 \
   --device "$DEVICE" --precision "$PRECISION" --steps 3 --warmup 1
+if [ "$SUITE" = cpu ]; then
+  # Where inference time goes, per aten operator (the evidence for the targets a kernel choice cannot reach).
+  for pair in "$SIMPLE vit-pytorch" "${MODELS[0]} timm"; do
+    read -r model peer <<<"$pair"
+    echo ">> python benchmarks/profile_ops.py $model $peer --batch-size $INFER_BATCH" >&2
+    {
+      echo "#### Profile: $model vs $peer, inference, batch $INFER_BATCH"
+      echo
+      echo '```bash'
+      echo "python benchmarks/profile_ops.py $model $peer --batch-size $INFER_BATCH"
+      echo '```'
+      echo
+      python benchmarks/profile_ops.py "$model" "$peer" --batch-size "$INFER_BATCH" 2>/dev/null
+      echo
+    } >>"$SECTION"
+  done
+fi
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
+echo >>"$SECTION"
 if [ "$SUITE" = cpu ]; then
   python benchmarks/targets.py "$OUT" >>"$SECTION"
 fi

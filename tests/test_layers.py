@@ -305,6 +305,39 @@ def test_activations_by_name(name: str, formula: object) -> None:
     assert_close(create_activation(name)(x), formula(x))
 
 
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "quick_gelu", "silu", "relu"])
+def test_inplace_activation_overwrites_only_what_autograd_does_not_need(name: str) -> None:
+    x = torch.randn(4, 33)
+    expected = create_activation(name)(x)
+    inplace = create_activation(name, inplace=True)
+    assert isinstance(inplace, type(create_activation(name)))  # still an nn.GELU / nn.SiLU / ...
+    with torch.no_grad():  # nothing will need the input: it becomes the output
+        y = x.clone()
+        out = inplace(y)
+        assert out.data_ptr() == y.data_ptr()
+        assert torch.equal(out, expected)
+        kept = x.clone()
+        create_activation(name)(kept)  # the default never touches its input
+        assert torch.equal(kept, x)
+    leaf = x.clone().requires_grad_()  # autograd needs it: computed out of place, same gradient
+    ref = x.clone().requires_grad_()
+    inplace(leaf).square().sum().backward()
+    create_activation(name)(ref).square().sum().backward()
+    assert torch.equal(leaf.detach(), x)
+    assert torch.equal(leaf.grad, ref.grad)
+
+
+@pytest.mark.parametrize("mlp_layer", ["mlp", "swiglu", "swiglu_packed"])
+def test_mlp_inference_equals_training_path(mlp_layer: str) -> None:
+    torch.manual_seed(0)
+    block = TransformerBlock(48, num_heads=3, mlp_layer=mlp_layer, act_layer="gelu").eval()
+    x = torch.randn(2, 5, 48)
+    with_grad = block(x)  # parameters need grad: activations run out of place
+    with torch.inference_mode():
+        assert torch.equal(block(x), with_grad.detach())
+    assert with_grad.requires_grad
+
+
 def test_unknown_activation_is_value_error() -> None:
     with pytest.raises(ValueError, match="act_layer"):
         create_activation("swish2")

@@ -23,7 +23,7 @@ class Mlp(nn.Module):
         super().__init__()
         hidden_features = hidden_features or in_features
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
-        self.act = create_activation(act_layer)
+        self.act = create_activation(act_layer, inplace=True)  # on fc1's fresh output
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden_features, out_features or in_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
@@ -48,7 +48,7 @@ class SwiGLU(nn.Module):
         hidden_features = hidden_features or in_features
         self.fc1_g = nn.Linear(in_features, hidden_features, bias=bias)
         self.fc1_x = nn.Linear(in_features, hidden_features, bias=bias)
-        self.act = create_activation(act_layer)
+        self.act = create_activation(act_layer, inplace=True)  # on fc1's fresh output
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden_features, out_features or in_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
@@ -75,7 +75,7 @@ class SwiGLUPacked(nn.Module):
         if hidden_features % 2:
             raise ValueError(f"SwiGLUPacked needs an even hidden_features (gate + value), got {hidden_features}")
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
-        self.act = create_activation(act_layer)
+        self.act = create_activation(act_layer, inplace=True)  # on fc1's fresh output
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden_features // 2, out_features or in_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
