@@ -94,6 +94,11 @@ bench() {
   } >>"$SECTION"
 }
 
+# Give a just-finished job a minute to leave the load average (it would flag this run as loaded).
+for _ in $(seq 12); do
+  awk -v cores="$(nproc)" '{ exit !($1 > cores / 2) }' /proc/loadavg 2>/dev/null || break
+  sleep 5
+done
 {
   echo "## $TITLE"
   echo
