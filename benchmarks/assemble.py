@@ -25,10 +25,14 @@ CUDA's peak allocation, or on CPU the process's peak resident set (interpreter a
 tensor MB is the most memory tensors held during one more step (weights, optimizer state, batch,
 activations), comparable between CPU and CUDA, and what the gradient-checkpointing ratios use.
 
-Compare ratios, not absolute times: absolute numbers move with the machine and its load.
+Compare ratios, not absolute times: absolute numbers move with the machine and its load. On CPU, part of
+a library's speed is how it allocates: glibc hands large freed buffers back to the system, so a fresh
+buffer costs a page fault per 4 KiB it touches. vitkit's MLP activation overwrites its input at inference
+instead of allocating the block's largest tensor anew; the profiles at the end of the CPU suite show each
+library's operators, wall time and page faults per step.
 """
 
-ORDER = ("cpu", "gpu", "packing", "quick")  # packing: the issue-6 run, until a CPU suite run includes it
+ORDER = ("cpu", "gpu", "quick")
 
 
 def main() -> None:
