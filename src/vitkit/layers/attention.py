@@ -55,8 +55,10 @@ class EfficientAttention(nn.Module):
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tokens (B, N, C) -> q, k, v, each (B, H, N, D), q and k normalised when qk_norm is on."""
         B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, H, N, D)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        # (B, N, 3, H, D) -> 3 x (B, H, N, D) views; in backward, unbind's stack rebuilds qkv's gradient in
+        # its own layout, where splitting along a leading axis would cost a second full copy.
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
         return self.q_norm(q), self.k_norm(k), v
 
     def attention_weights(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
