@@ -94,16 +94,18 @@ bench() {
   } >>"$SECTION"
 }
 
+# loaded: more runnable processes than half the cores (1-minute load average).
+loaded() { awk -v cores="$(nproc)" '{ exit !($1 > cores / 2) }' /proc/loadavg 2>/dev/null; }
 # Give a just-finished job a minute to leave the load average (it would flag this run as loaded).
 for _ in $(seq 12); do
-  awk -v cores="$(nproc)" '{ exit !($1 > cores / 2) }' /proc/loadavg 2>/dev/null || break
+  loaded || break
   sleep 5
 done
 {
   echo "## $TITLE"
   echo
   # More runnable processes than cores at the start: say so next to the numbers.
-  if awk -v cores="$(nproc)" '{ exit !($1 > cores / 2) }' /proc/loadavg 2>/dev/null; then
+  if loaded; then
     echo "**Measured under load** (load average $(cut -d' ' -f1 /proc/loadavg) on $(nproc) cores): other processes"
     echo "shared these cores, so absolute numbers are low and noisy; ratios within a table are the figures to read."
     echo

@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -51,7 +53,7 @@ def _speed_reason(directory: Path, name: str, peer: str, goal: float) -> str:
     return (f"{name}: {goal:.2f}x {peer} would need vitkit at {100 * need:.0f}% of this machine's same-shape "
             f"matmul rate, as {peer} runs at {100 * theirs['efficiency']:.0f}%; vitkit runs at "
             f"{100 * ours['efficiency']:.0f}%. Both run the same matrix products, most of the time in the profile "
-            "below; the rest of vitkit's is attention on SDPA's fused CPU kernel (the fastest here: see the attention "
+            "above; the rest of vitkit's is attention on SDPA's fused CPU kernel (the fastest here: see the attention "
             f"table), layer norms and GELU. {peer}'s own extra time is its unfused attention (bmm, softmax, scaling "
             f"in the profile) and, in its own process, page faults on buffers it allocates each step: hence its "
             f"spread (IQR {theirs['spread_pct']:.0f}%), and the smaller gap in the profile, run in one process "
@@ -68,40 +70,32 @@ def _efficiency_reason(directory: Path, name: str) -> str:
             "where that buffer's page faults land (`aten::copy_` in the profiles above).")
 
 
-def targets(directory: Path) -> list[tuple[str, float | None, float, bool]]:
-    """(what, measured, goal, higher is better) for each target."""
-    found = []
-    for model in ("vit_small_patch16_224", "vit_base_patch16_224"):
-        for mode, batch in (("infer", 16), ("train", 8)):
-            found.append((f"vitkit / timm, {model}, {mode} batch {batch}",
-                          _speed_ratio(directory, f"{model}_{mode}", "timm"), 1.0, True))
+Target = tuple[str, float | None, float, bool, Callable[[], str] | None]
+
+
+def targets(directory: Path) -> list[Target]:
+    """(what, measured, goal, higher is better, why it fell short) for each target."""
+    def speed(what: str, name: str, peer: str, goal: float) -> Target:
+        return (what, _speed_ratio(directory, name, peer), goal, True,
+                functools.partial(_speed_reason, directory, name, peer, goal))
+
+    found = [
+        speed(f"vitkit / timm, {model}, {mode} batch {batch}", f"{model}_{mode}", "timm", 1.0)
+        for model in ("vit_small_patch16_224", "vit_base_patch16_224") for mode, batch in (("infer", 16), ("train", 8))
+    ]
     simple = "simple_vit_small_patch16_224"
     found += [
-        ("vitkit SimpleViT / vit-pytorch SimpleViT, infer", _speed_ratio(directory, f"{simple}_infer", "vit-pytorch"),
-         1.5, True),
-        ("vitkit SimpleViT / vit-pytorch SimpleViT, train", _speed_ratio(directory, f"{simple}_train", "vit-pytorch"),
-         1.0, True),
-        ("vitkit SimpleViT / simple_flash_attn_vit, infer",
-         _speed_ratio(directory, f"{simple}_infer", "vit-pytorch-flash"), 1.0, True),
-        ("vitkit SimpleViT / simple_flash_attn_vit, train",
-         _speed_ratio(directory, f"{simple}_train", "vit-pytorch-flash"), 1.0, True),
+        speed("vitkit SimpleViT / vit-pytorch SimpleViT, infer", f"{simple}_infer", "vit-pytorch", 1.5),
+        speed("vitkit SimpleViT / vit-pytorch SimpleViT, train", f"{simple}_train", "vit-pytorch", 1.0),
+        speed("vitkit SimpleViT / simple_flash_attn_vit, infer", f"{simple}_infer", "vit-pytorch-flash", 1.0),
+        speed("vitkit SimpleViT / simple_flash_attn_vit, train", f"{simple}_train", "vit-pytorch-flash", 1.0),
         ("vitkit GFLOP/s / same-shape matmul rate, vit_base_patch16_224 infer",
-         _efficiency(directory, "vit_base_patch16_224_infer"), 0.9, True),
+         _efficiency(directory, "vit_base_patch16_224_infer"), 0.9, True,
+         functools.partial(_efficiency_reason, directory, "vit_base_patch16_224_infer")),
         ("peak training memory, all 12 blocks recomputed / none, vit_base_patch16_224 batch 32",
-         _memory_ratio(directory), 0.5, False),
+         _memory_ratio(directory), 0.5, False, None),
     ]
     return found
-
-
-SIMPLE = "simple_vit_small_patch16_224"
-SPEED = {  # target label -> (results name, peer) for the speed targets
-    **{f"vitkit / timm, {model}, {mode} batch {batch}": (f"{model}_{mode}", "timm")
-       for model in ("vit_small_patch16_224", "vit_base_patch16_224") for mode, batch in (("infer", 16), ("train", 8))},
-    "vitkit SimpleViT / vit-pytorch SimpleViT, infer": (f"{SIMPLE}_infer", "vit-pytorch"),
-    "vitkit SimpleViT / vit-pytorch SimpleViT, train": (f"{SIMPLE}_train", "vit-pytorch"),
-    "vitkit SimpleViT / simple_flash_attn_vit, infer": (f"{SIMPLE}_infer", "vit-pytorch-flash"),
-    "vitkit SimpleViT / simple_flash_attn_vit, train": (f"{SIMPLE}_train", "vit-pytorch-flash"),
-}
 
 
 def main() -> None:
@@ -110,17 +104,15 @@ def main() -> None:
     print("| target | goal | measured | met |")
     print("|---|---|---|---|")
     reasons = []
-    for what, measured, goal, higher in targets(directory):
+    for what, measured, goal, higher, why in targets(directory):
         sign = "≥" if higher else "≤"
         if measured is None:
             print(f"| {what} | {sign} {goal:.2f} | not measured | |")
             continue
         met = measured >= goal if higher else measured <= goal
         print(f"| {what} | {sign} {goal:.2f} | {measured:.2f} | {'yes' if met else '**no**'} |")
-        if not met and what in SPEED:
-            reasons.append(_speed_reason(directory, *SPEED[what], goal))
-        elif not met and what.startswith("vitkit GFLOP/s"):
-            reasons.append(_efficiency_reason(directory, "vit_base_patch16_224_infer"))
+        if not met and why is not None:
+            reasons.append(why())
     print()
     if reasons:
         print("Targets not met, and why:\n")

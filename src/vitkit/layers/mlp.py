@@ -48,7 +48,7 @@ class SwiGLU(nn.Module):
         hidden_features = hidden_features or in_features
         self.fc1_g = nn.Linear(in_features, hidden_features, bias=bias)
         self.fc1_x = nn.Linear(in_features, hidden_features, bias=bias)
-        self.act = create_activation(act_layer, inplace=True)  # on fc1's fresh output
+        self.act = create_activation(act_layer, inplace=True)  # on fc1_g's fresh output
         self.drop1 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden_features, out_features or in_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
