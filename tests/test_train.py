@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,9 +29,9 @@ def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-def step_losses(run: Path) -> list[float]:
+def step_losses(run: Path, field: str = "loss") -> list[float]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in records if r["kind"] == "step"]
+    return [r[field] for r in records if r["kind"] == "step"]
 
 
 def make_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 20) -> Path:
@@ -44,6 +45,17 @@ def make_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 2
             image[y * size // 2 : (y + 1) * size // 2, x * size // 2 : (x + 1) * size // 2] = 230
             Image.fromarray(image).save(root / f"class_{c}" / f"{i}.png")
     return root
+
+
+def assert_summary_table(output: str) -> None:
+    """`vitkit train` ends with a titled table whose rows follow the top border: no empty header row."""
+    lines = output.splitlines()
+    titles = [i for i, line in enumerate(lines) if line.strip() == "training done"]
+    assert titles, output
+    title = titles[-1]
+    table = lines[title + 1 :]
+    assert "run directory" in table[1], "\n".join(lines[title:])  # under the top border, the first row
+    assert not any(re.fullmatch(r"[\s│┃]+", line) for line in table), "\n".join(lines[title:])
 
 
 @pytest.mark.slow
@@ -82,6 +94,10 @@ def test_resume_after_interrupt_continues_the_same_curve(tmp_path: Path) -> None
     resumed = train(TrainOptions(), resume=tmp_path / "cut")
     assert not resumed.interrupted and resumed.steps == straight.steps
     assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "straight")
+    lrs = step_losses(tmp_path / "cut", "lr")
+    assert lrs == step_losses(tmp_path / "straight", "lr")
+    # metrics.jsonl logs the rate each step ran at: 88 steps, all in the 3-epoch warm-up, step k at lr * k / 88
+    assert lrs == pytest.approx([TrainOptions().lr * k / 88 for k in range(1, 89)])
     for name in ("last.safetensors", "model.safetensors"):
         a, b = read_state_dict(tmp_path / "cut" / name), read_state_dict(tmp_path / "straight" / name)
         assert all(torch.equal(a[k], b[k]) for k in a)
@@ -93,6 +109,7 @@ def test_image_folder_train_eval_predict(tmp_path: Path) -> None:
     result = invoke("train", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--data", str(data),
                     "--val-split", "0.25", "--epochs", "2", "--batch-size", "9", "--out", str(run))
     assert result.exit_code == 0, result.output
+    assert_summary_table(result.output)
     assert json.loads((run / "labels.json").read_text()) == ["class_0", "class_1", "class_2"]
     result = invoke("eval", "--checkpoint", str(run), "--data", str(data), "--val-split", "0.25", "--json")
     assert result.exit_code == 0, result.output

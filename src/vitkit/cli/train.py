@@ -55,9 +55,12 @@ class RichReporter:
 
 
 def _summary(summary: RunSummary) -> Table:
-    table = Table(title="interrupted: resumable checkpoint saved" if summary.interrupted else "training done")
-    table.add_column("")
-    table.add_column("", justify="right")
+    """The run's outcome as a titled name/value table: the columns need no header row, and a long run
+    directory wraps rather than being cut short."""
+    table = Table(title="interrupted: resumable checkpoint saved" if summary.interrupted else "training done",
+                  show_header=False)
+    table.add_column()
+    table.add_column(justify="right", overflow="fold")
     rows = [
         ("run directory", str(summary.run_dir)),
         ("epochs", str(summary.epochs)),

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..data import DataConfig, ShardedBatchSampler, load_splits
@@ -28,6 +27,7 @@ from .optim import build_optimizer
 from .options import TrainOptions
 from .plots import plot_curves
 from .run_dir import RunDir
+from .step import optimizer_step
 
 
 class Reporter(Protocol):
@@ -177,14 +177,17 @@ class _Trainer:
                 batches = iter(self.loader)
                 while self.step_in_epoch < self.steps_per_epoch:
                     tick = time.perf_counter()
-                    loss = self._optimizer_step(batches)
+                    lr = self.schedule.get_last_lr()[0]  # the rate this step runs at (the schedule then advances)
+                    loss = optimizer_step(self.net, batches, self.optimizer, self.schedule, self.scaler,
+                                          self.autocast, grad_accum=opts.grad_accum,
+                                          label_smoothing=opts.label_smoothing, device=self.env.device)
                     loss, stop_votes = self._reduce(loss, stop.requested)
                     self.step += 1
                     self.step_in_epoch += 1
                     images += opts.batch_size
                     rate = opts.batch_size / max(time.perf_counter() - tick, 1e-9)
                     self.records.append({"kind": "step", "step": self.step, "epoch": self.epoch, "loss": loss,
-                                         "lr": self.schedule.get_last_lr()[0],
+                                         "lr": lr,
                                          "epoch_float": self.epoch + self.step_in_epoch / self.steps_per_epoch})
                     if self.reporter:
                         self.reporter.step(self.epoch, self.step, loss, rate)
@@ -203,24 +206,6 @@ class _Trainer:
         return RunSummary(self.run.path, self.epoch, self.step, self.best_top1, self.last, seconds,
                           images / max(seconds, 1e-9), interrupted)
 
-    def _optimizer_step(self, batches) -> float:
-        """One optimizer step over `grad_accum` micro-batches; returns this process's mean loss."""
-        accum, total = self.options.grad_accum, 0.0
-        for micro in range(accum):
-            images, labels = next(batches)
-            images, labels = images.to(self.env.device), labels.to(self.env.device)
-            sync = micro == accum - 1 or not hasattr(self.net, "no_sync")
-            with contextlib.nullcontext() if sync else self.net.no_sync(), self.autocast:
-                logits = self.net(images)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.options.label_smoothing)
-            self.scaler.scale(loss / accum).backward()
-            total += loss.item() / accum
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.schedule.step()
-        return total
-
     def _reduce(self, loss: float, stop: bool) -> tuple[float, bool]:
         """Mean loss over processes, and whether any process was asked to stop (all stop together)."""
         if self.env.world == 1:
@@ -231,10 +216,11 @@ class _Trainer:
     def _end_epoch(self) -> None:
         result = evaluate(self.net, self.val_loader, len(self.splits.classes), self.env, self.autocast)
         self.last = result
-        epoch_steps = [r["loss"] for r in self.records if r["kind"] == "step" and r["epoch"] == self.epoch]
+        epoch_steps = [r for r in self.records if r["kind"] == "step" and r["epoch"] == self.epoch]
         record = {"kind": "epoch", "epoch": self.epoch, "step": self.step,
-                  "train_loss": sum(epoch_steps) / max(len(epoch_steps), 1), "val_loss": result.loss,
-                  "val_top1": result.top1, "val_top5": result.top5, "lr": self.schedule.get_last_lr()[0]}
+                  "train_loss": sum(r["loss"] for r in epoch_steps) / max(len(epoch_steps), 1),
+                  "val_loss": result.loss, "val_top1": result.top1, "val_top5": result.top5,
+                  "lr": epoch_steps[-1]["lr"] if epoch_steps else self.schedule.get_last_lr()[0]}
         self.records.append(record)
         improved = result.top1 > self.best_top1
         self.best_top1 = max(self.best_top1, result.top1)
