@@ -105,3 +105,19 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
     assert target.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
+
+
+def test_convert_state_dict_takes_source_format_as_load_pretrained_does(small_vit: torch.nn.Module) -> None:
+    """One name for the layout: `source_format` (positional too); the old `source=` warns and still works."""
+    weights, config = small_vit.state_dict(), small_vit.config
+    by_keyword = vitkit.convert_state_dict(weights, source_format="timm", config=config)
+    by_position = vitkit.convert_state_dict(weights, "timm", config=config)
+    with pytest.warns(DeprecationWarning, match=r"source=.*deprecated.*source_format="):
+        by_old_name = vitkit.convert_state_dict(weights, source="timm", config=config)
+    for conversion in (by_position, by_old_name):
+        assert (conversion.source_format, conversion.config) == (by_keyword.source_format, by_keyword.config)
+        torch.testing.assert_close(conversion.state_dict, by_keyword.state_dict, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not a hf-vit checkpoint"), pytest.warns(DeprecationWarning):
+        vitkit.convert_state_dict(weights, source="hf-vit")  # honoured, not ignored
+    with pytest.raises(TypeError, match=r"source_format='timm' and source='timm'; pass only source_format="):
+        vitkit.convert_state_dict(weights, source_format="timm", source="timm")

@@ -17,7 +17,7 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT
 from timm.models.vision_transformer import _load_weights
 
 import vitkit
-from interop_helpers import assert_close, images, randomize_
+from interop_helpers import assert_close, assert_parity, images, realistic_
 from vitkit.checkpoints import load_checkpoint, read_state_dict
 
 SMALL = dict(img_size=32, patch_size=8, embed_dim=64, depth=3, num_heads=4, act_layer="gelu_tanh")
@@ -108,16 +108,15 @@ def timm_reads(path: Path, like: TimmViT, **kwargs: object) -> TimmViT:
 
 
 def compare(theirs: torch.nn.Module, mine: torch.nn.Module, x: torch.Tensor) -> None:
-    with torch.no_grad():
-        assert_close(mine.forward_features(x), theirs.forward_features(x))
-        assert_close(mine(x), theirs(x))
+    """Features and outputs, fp32 and float64 (see `assert_parity`)."""
+    assert_parity(mine.forward_features, theirs.forward_features, x, mine, theirs)
+    assert_parity(mine, theirs, x, mine, theirs)
 
 
 def test_siglip_image_tower_two_tower_npz(tmp_path: Path) -> None:
     """big_vision SigLIP: `params/img/` of a two-tower archive, MAP head, no class token, GELU-tanh, projection."""
     kwargs = dict(SMALL, class_token=False, global_pool="map", num_classes=48)
-    torch.manual_seed(0)
-    theirs = randomize_(TimmViT(**kwargs))
+    theirs = realistic_(TimmViT(**kwargs))
     text = {"params/txt/Encoder_0/encoder_norm/scale": np.ones(8, np.float32), "params/t": np.ones(1, np.float32)}
     path = write_npz(theirs, tmp_path / "siglip.npz", prefix="params/img/", extra=text)
     theirs = timm_reads(path, theirs, **kwargs)
@@ -130,11 +129,21 @@ def test_siglip_image_tower_two_tower_npz(tmp_path: Path) -> None:
     compare(theirs, loaded.model, images())
 
 
+@pytest.mark.parametrize("mutation", [{"act_layer": "gelu"}, {"norm_eps": 1e-5}])
+def test_a_wrong_activation_or_eps_fails_the_check(tmp_path: Path, mutation: dict[str, object]) -> None:
+    """Flax's `nn.gelu` is the tanh form and its LayerNorm eps 1e-6, as the .npz converter says: the same file
+    loaded with exact GELU or eps 1e-5 fails the parity check."""
+    kwargs = dict(SMALL, class_token=False, global_pool="map", num_classes=0)
+    theirs = realistic_(TimmViT(**kwargs))
+    mine = vitkit.load_pretrained(write_npz(theirs, tmp_path / "siglip.npz", prefix="params/img/"), **mutation)
+    with pytest.raises(AssertionError):
+        compare(theirs, mine, images())
+
+
 def test_scanned_blocks(tmp_path: Path) -> None:
     """`nn.scan` checkpoints stack every block's arrays along a leading layer axis."""
     kwargs = dict(SMALL, class_token=False, global_pool="avg", fc_norm=False, num_classes=0)
-    torch.manual_seed(1)
-    theirs = randomize_(TimmViT(**kwargs))
+    theirs = realistic_(TimmViT(**kwargs), seed=1)
     path = write_npz(theirs, tmp_path / "scanned.npz", prefix="params/", scanned=True)
     theirs = timm_reads(path, theirs, **kwargs)
     mine = vitkit.load_pretrained(path)
@@ -145,8 +154,7 @@ def test_scanned_blocks(tmp_path: Path) -> None:
 def test_original_vision_transformer_npz(tmp_path: Path) -> None:
     """google-research/vision_transformer: root keys, class token with a position, classifier head."""
     kwargs = dict(SMALL, num_classes=10)
-    torch.manual_seed(2)
-    theirs = randomize_(TimmViT(**kwargs))
+    theirs = realistic_(TimmViT(**kwargs), seed=2)
     path = write_npz(theirs, tmp_path / "ViT-S_8.npz", original=True)
     theirs = timm_reads(path, theirs, **kwargs)
     mine = vitkit.load_pretrained(path)
@@ -157,8 +165,7 @@ def test_original_vision_transformer_npz(tmp_path: Path) -> None:
 def test_big_vision_class_token_has_no_position(tmp_path: Path) -> None:
     """big_vision adds positions to the patches only and then prepends `cls`: timm's no_embed_class."""
     kwargs = dict(SMALL, no_embed_class=True, num_classes=7)
-    torch.manual_seed(3)
-    theirs = randomize_(TimmViT(**kwargs))
+    theirs = realistic_(TimmViT(**kwargs), seed=3)
     path = write_npz(theirs, tmp_path / "vit_tok.npz", prefix="params/")
     theirs = timm_reads(path, theirs, **kwargs)
     mine = vitkit.load_pretrained(path)
@@ -168,8 +175,7 @@ def test_big_vision_class_token_has_no_position(tmp_path: Path) -> None:
 
 def test_npz_resampled_to_another_size_and_bfloat16(tmp_path: Path) -> None:
     kwargs = dict(SMALL, class_token=False, global_pool="map", num_classes=0)
-    torch.manual_seed(4)
-    theirs = randomize_(TimmViT(**kwargs))
+    theirs = realistic_(TimmViT(**kwargs), seed=4)
     arrays = {f"params/img/{k}": v for k, v in flax_arrays(theirs).items()}
     # NumPy has no bfloat16: JAX's ml_dtypes arrays land in .npz files as 2-byte void
     bf16 = {k: torch.from_numpy(v).bfloat16().view(torch.int16).numpy().view("V2") for k, v in arrays.items()}
@@ -188,7 +194,7 @@ def test_npz_convert_cli_to_timm(tmp_path: Path) -> None:
     from vitkit.cli import app
 
     kwargs = dict(SMALL, class_token=False, global_pool="map", num_classes=0)
-    theirs = randomize_(TimmViT(**kwargs))
+    theirs = realistic_(TimmViT(**kwargs))
     path = write_npz(theirs, tmp_path / "siglip.npz", prefix="params/img/")
     result = CliRunner().invoke(app, ["convert", str(path), str(tmp_path / "out"), "--to", "timm"])
     assert result.exit_code == 0, result.output
@@ -202,7 +208,7 @@ def test_npz_errors_name_the_file(tmp_path: Path) -> None:
     np.savez(tmp_path / "other.npz", weights=np.zeros(3, np.float32))
     with pytest.raises(ValueError, match=r"other\.npz.*unrecognised checkpoint layout"):
         vitkit.load_pretrained(tmp_path / "other.npz")
-    theirs = randomize_(TimmViT(**dict(SMALL, num_classes=0)))
+    theirs = TimmViT(**dict(SMALL, num_classes=0))
     good = write_npz(theirs, tmp_path / "good.npz", prefix="params/")
     (tmp_path / "cut.npz").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"cut\.npz is not a readable \.npz archive"):

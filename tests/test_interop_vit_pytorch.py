@@ -11,23 +11,20 @@ import torch
 import vit_pytorch
 
 import vitkit
-from interop_helpers import assert_close, images, randomize_
+from interop_helpers import assert_parity, images, realistic_
 from vitkit.checkpoints import load_checkpoint
 
 
 def test_vit_pytorch_simple_vit(tmp_path: Path) -> None:
     config = dict(image_size=(32, 48), patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=128,
                   dim_head=16)
-    torch.manual_seed(0)
-    theirs = randomize_(vit_pytorch.SimpleViT(**config))
+    theirs = realistic_(vit_pytorch.SimpleViT(**config))
     torch.save(theirs.state_dict(), tmp_path / "simple.pt")
     loaded = load_checkpoint(tmp_path / "simple.pt", heads=4, img_size=(32, 48))
     mine = loaded.model
     assert loaded.source_format == "vit-pytorch-simple" and isinstance(mine, vitkit.SimpleViT)
     assert (mine.config.dim_head, mine.config.mlp_dim) == (16, 128)
-    x = images(height=32, width=48)
-    with torch.no_grad():
-        assert_close(mine(x), theirs(x))
+    assert_parity(mine, theirs, images(height=32, width=48), mine, theirs)
 
 
 def test_vit_pytorch_simple_vit_needs_the_image_size(tmp_path: Path) -> None:
@@ -47,13 +44,10 @@ def test_vit_pytorch_simple_vit_needs_the_image_size(tmp_path: Path) -> None:
 def test_vit_pytorch_vit(tmp_path: Path, overrides: dict[str, Any], pool: str) -> None:
     config = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4, mlp_dim=96, dim_head=16)
     config.update(overrides)
-    torch.manual_seed(0)
-    theirs = randomize_(vit_pytorch.ViT(**config))
+    theirs = realistic_(vit_pytorch.ViT(**config))
     torch.save(theirs.state_dict(), tmp_path / "vit.pth")
     loaded = load_checkpoint(tmp_path / "vit.pth", num_heads=config["heads"])
     mine = loaded.model
     assert loaded.source_format == "vit-pytorch" and loaded.report.clean
     assert mine.config.global_pool == pool and mine.config.patch_embed == "norm_linear_norm"
-    x = images()
-    with torch.no_grad():
-        assert_close(mine(x), theirs(x))
+    assert_parity(mine, theirs, images(), mine, theirs)

@@ -450,7 +450,7 @@ def test_attention_pool_latent_matches_timm(latent_len: int) -> None:
     ref = timm.layers.AttentionPoolLatent(32, num_heads=4, mlp_ratio=2.0, latent_len=latent_len,
                                           norm_layer=functools.partial(nn.LayerNorm, eps=1e-6)).eval()
     randomize_(ref)
-    mine = AttentionPoolLatent(32, num_heads=4, mlp_ratio=2.0, latent_len=latent_len).eval()
+    mine = AttentionPoolLatent(32, num_heads=4, mlp_ratio=2.0, latent_len=latent_len, norm_eps=1e-6).eval()
     mine.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 9, 32)
     out = mine(x)

@@ -151,12 +151,13 @@ def test_model_info(name: str, family: str, img_size: tuple[int, int], pool: str
     assert info.params == param_count(build_on_meta(name))
 
 
-def test_siglip_configs_are_siglip() -> None:
+def test_siglip_configs_are_timms_siglip() -> None:
+    """timm's SigLIP ports: exact GELU, eps 1e-6, MAP head, no class token (numbers: test_registry_parity.py)."""
     for name in vitkit.list_models("siglip*"):
         config = get_config(name)
         assert isinstance(config, ViTConfig)
-        assert (config.class_token, config.global_pool, config.act_layer, config.num_classes) == (
-            False, "map", "gelu_tanh", 0
+        assert (config.class_token, config.global_pool, config.act_layer, config.norm_eps, config.num_classes) == (
+            False, "map", "gelu", 1e-6, 0
         )
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import vitkit
+from interop_helpers import assert_parity, images, randomize_, realistic_
 from vitkit.attention import BackendUnavailableError
 from vitkit.layers import sincos_2d
 from vitkit.models import SimpleViTConfig, config_from_dict
@@ -47,19 +48,6 @@ def map_key(key: str) -> str:
         if re.match(pattern, key):
             return re.sub(pattern, replacement, key)
     raise KeyError(f"no mapping for vit-pytorch key {key!r}")
-
-
-def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            offset = 1.0 if name.endswith("weight") and p.dim() == 1 else 0.0
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1 + offset)
-    return module
-
-
-def images(batch: int = 2, height: int = 32, width: int = 32, channels: int = 3) -> torch.Tensor:
-    return torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(1))
 
 
 def small_simple_vit(**overrides: Any) -> vitkit.SimpleViT:
@@ -152,25 +140,19 @@ def port_from_vit_pytorch(reference: nn.Module, config: dict[str, Any]) -> vitki
 @pytest.mark.parametrize("use_flash", [True, False])
 def test_matches_vit_pytorch_simple_vit(image_size: Any, use_flash: bool) -> None:
     config = dict(SEED_KW, image_size=image_size)
-    torch.manual_seed(0)
-    reference = randomize_(vit_pytorch.SimpleViT(**config)).eval()
+    reference = realistic_(vit_pytorch.SimpleViT(**config))
     model = port_from_vit_pytorch(reference, dict(config, use_flash=use_flash))
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    x = images(height=h, width=w)
-    with torch.no_grad():
-        assert_close(model(x), reference(x))
+    assert_parity(model, reference, images(height=h, width=w), model, reference, atol=1e-5)
 
 
 def test_matches_vit_pytorch_simple_vit_wide_heads_and_grayscale() -> None:
     """heads * dim_head != dim, one channel, rectangular patches."""
     config = dict(image_size=(24, 32), patch_size=(8, 4), num_classes=5, dim=32, depth=2, heads=3, mlp_dim=40,
                   channels=1, dim_head=24)
-    torch.manual_seed(0)
-    reference = randomize_(vit_pytorch.SimpleViT(**config)).eval()
+    reference = realistic_(vit_pytorch.SimpleViT(**config))
     model = port_from_vit_pytorch(reference, config)
-    x = images(height=24, width=32, channels=1)
-    with torch.no_grad():
-        assert_close(model(x), reference(x))
+    assert_parity(model, reference, images(height=24, width=32, channels=1), model, reference, atol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # its torch.backends.cuda.sdp_kernel is deprecated
@@ -181,16 +163,14 @@ def test_matches_seed_003_flash_vit_pytorch() -> None:
     """
     flash_vit = pytest.importorskip("vit_pytorch.simple_flash_attn_vit")
     config = dict(SEED_KW, image_size=(32, 48))
-    torch.manual_seed(0)
-    reference = randomize_(flash_vit.SimpleViT(**config, use_flash=True)).eval()
+    reference = realistic_(flash_vit.SimpleViT(**config, use_flash=True))
     head_keys = {"linear_head.0.weight": "norm.weight", "linear_head.0.bias": "norm.bias",
                  "linear_head.1.weight": "head.weight", "linear_head.1.bias": "head.bias"}
     state = {head_keys.get(k) or map_key(k): v for k, v in reference.state_dict().items()}
     model = vitkit.SimpleViT(**config, head_norm="pooled").eval()
     model.load_state_dict(state, strict=True)
     x = images(height=32, width=48)
-    with torch.no_grad():
-        assert_close(model(x), reference(x))
+    assert_parity(model, reference, x, model, reference, atol=1e-5)
     tokens_first = vitkit.SimpleViT(**config).eval()
     tokens_first.load_state_dict(state, strict=True)
     with torch.no_grad():

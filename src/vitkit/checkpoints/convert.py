@@ -3,6 +3,7 @@ the format, the keys dropped on purpose, and the config fields set by default ra
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,16 +32,19 @@ class Conversion:
 
 def convert_state_dict(
     state_dict: dict[str, torch.Tensor],
-    source: str = "auto",
+    source_format: str = "auto",
     *,
     meta: dict[str, Any] | None = None,
     config: ViTConfig | SimpleViTConfig | None = None,
     img_size: int | tuple[int, int] | None = None,
+    source: str | None = None,
     **overrides: Any,
 ) -> Conversion:
     """Rename `state_dict` into vitkit's layout and infer the config it fits.
 
-    `source`: 'auto' (detected from the keys) or a format name (see `vitkit.checkpoints.FORMATS`).
+    `source_format`: 'auto' (detected from the keys) or a format name (see `vitkit.checkpoints.FORMATS`), as in
+    `load_pretrained(source_format=...)`. `source`: the deprecated old name of `source_format`; it warns, and
+    raises TypeError when source_format is given too.
     `meta`: what came with the weights: {'config': config.json, 'preprocessor': preprocessor_config.json,
     'open_clip': open_clip_config.json, 'timm_args': timm_args.json}, each optional.
     `overrides`: config fields to set (e.g. num_heads=12, act_layer='gelu', img_size=384, select_layer=-2);
@@ -49,9 +53,16 @@ def convert_state_dict(
     a learned table keeps its own size (`load_pretrained(img_size=...)` resamples it). Raises ValueError
     naming what is missing or does not fit.
     """
+    if source is not None:
+        if source_format != "auto":
+            raise TypeError(f"convert_state_dict got source_format={source_format!r} and source={source!r}; pass "
+                            "only source_format= (source= is its deprecated old name)")
+        warnings.warn("convert_state_dict(source=...) is deprecated; pass source_format=... (the same layout "
+                      "name, as load_pretrained takes it)", DeprecationWarning, stacklevel=2)
+        source_format = source
     state_dict = strip_wrappers(dict(state_dict))
     detected = detect_format(state_dict)
-    name = detected if source == "auto" else get_format(source).name
+    name = detected if source_format == "auto" else get_format(source_format).name
     if name is None:
         sample = ", ".join(sorted(state_dict)[:5]) or "no keys at all"
         raise ValueError(f"unrecognised checkpoint layout (keys: {sample}, ...); pass source_format= one of "

@@ -6,9 +6,11 @@ import contextlib
 import os
 import pickle
 import re
+import struct
 import uuid
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+# What torch.load raises on bytes that are not a checkpoint. Its unpickler calls allow-listed functions on
+# arguments the file chooses and its legacy reader asserts on the file's layout, so hostile bytes reach far past
+# I/O errors; each type here came out of fuzzed files: the unpickler's stack and memo (IndexError, KeyError,
+# struct.error, UnicodeDecodeError), allow-listed calls with wrong arguments (TypeError, ValueError,
+# AttributeError, OverflowError), torch's archive reader (RuntimeError, EOFError, OSError "Invalid argument" for a
+# cut zip), the legacy reader's asserts (AssertionError). The try blocks around torch.load hold nothing else.
+TORCH_LOAD_ERRORS: tuple[type[Exception], ...] = (
+    pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, LookupError, AttributeError,
+    AssertionError, ArithmeticError, struct.error,
+)
+NPZ_KIND = ".npz archive of arrays"
+# What np.load raises on a damaged .npz: its zip reader (BadZipFile, EOFError, zlib.error, NotImplementedError
+# for an unknown compression method, RuntimeError for an encrypted member) and its .npy header parser.
+NPZ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, ValueError, RuntimeError, zipfile.BadZipFile,
+                                           zlib.error)
 
 
 @contextlib.contextmanager
@@ -78,8 +95,7 @@ def read_state_dict(path: str | os.PathLike, *, trust_pickle: bool = False) -> d
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}; re-save or "
-                             "re-download it") from err
+            raise _unreadable(path, "safetensors file", _reason(err)) from err
     if path.suffix == ".npz":
         return read_npz(path)
     if path.suffix not in PICKLE_SUFFIXES:
@@ -87,6 +103,8 @@ def read_state_dict(path: str | os.PathLike, *, trust_pickle: bool = False) -> d
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _starts_like_torch(path):  # not a pickle at all: no class to trust
+            raise _unreadable(path, "PyTorch checkpoint", _reason(err)) from err
         if not trust_pickle:
             raise ValueError(
                 f"{path} holds a pickle that needs more than tensors to load, and vitkit never runs untrusted "
@@ -94,9 +112,8 @@ def read_state_dict(path: str | os.PathLike, *, trust_pickle: bool = False) -> d
                 f"or, only if you trust the file, pass trust_pickle=True (CLI: --trust-pickle){_refused(err)}"
             ) from err
         obj = _load_trusted(path)
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {err}; re-save or "
-                         "re-download it") from err
+    except TORCH_LOAD_ERRORS as err:
+        raise _unreadable(path, "PyTorch checkpoint", _reason(err)) from err
     return _unwrap(obj, path)
 
 
@@ -105,21 +122,64 @@ def read_npz(path: Path) -> dict[str, torch.Tensor]:
 
     bfloat16 arrays, which NumPy saves as 2-byte void, come back as torch.bfloat16.
     """
+    if not _head(path).startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):  # np.load would try a pickle
+        raise _unreadable(path, NPZ_KIND, "it is not a zip archive, as every .npz is")
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("a single .npy array, not an .npz archive")
         with archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a readable .npz archive of arrays (truncated or corrupt?): {err}") from err
+    except NPZ_ERRORS as err:
+        raise _unreadable(path, NPZ_KIND, _reason(err)) from err
     tensors = {}
     for key, array in arrays.items():
+        if not isinstance(array, np.ndarray):  # a member not saved by NumPy: np.load hands back its raw bytes
+            raise ValueError(f"{path}: member {key!r} is not a NumPy array; an .npz checkpoint holds only arrays")
         if array.dtype.kind == "V" and array.dtype.itemsize == 2:
             tensors[key] = torch.from_numpy(array.view(np.int16).copy()).view(torch.bfloat16)
-        else:
+        elif array.dtype.kind in "biufc":
             tensors[key] = torch.from_numpy(np.ascontiguousarray(array))
+        else:
+            raise ValueError(f"{path}: array {key!r} has dtype {array.dtype}, which no tensor holds; an .npz "
+                             "checkpoint holds numeric arrays only")
     return tensors
+
+
+def _unreadable(path: Path, kind: str, reason: str) -> ValueError:
+    """The error for a weights file that does not parse as `kind`: the file, what it holds instead when its first
+    bytes tell (a web page, a Git LFS pointer, text), else the reader's `reason`; and the fix."""
+    why = _looks_like(path) or f"truncated or corrupt? {reason}"
+    return ValueError(f"{path} is not a readable {kind} ({why}); re-download or re-save it")
+
+
+def _looks_like(path: Path) -> str:
+    """What the start of `path` shows it holds when that is not weights (failed downloads save web pages and
+    LFS pointers under the weights' name); '' for binary data."""
+    head = _head(path, 256)
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return "it is an HTML page, not weights: a download that saved a login or error page?"
+    if head.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, not the weights: fetch them with `git lfs pull`"
+    if head and all(32 <= byte < 127 or byte in b"\t\n\r" for byte in head):
+        return f"it is text, not weights: {' '.join(head.decode('ascii').split())[:40]!r}"
+    return ""
+
+
+def _reason(err: BaseException) -> str:
+    """'KeyError: 101': the exception's type (the message alone can be a bare number) and its first line."""
+    line = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {line}" if line else type(err).__name__
+
+
+def _starts_like_torch(path: Path) -> bool:
+    """Whether `path` starts as torch.save writes: a zip archive, or a pickle's PROTO opcode (legacy format)."""
+    return _head(path).startswith((b"PK\x03\x04", b"\x80"))
+
+
+def _head(path: Path, size: int = 8) -> bytes:
+    with path.open("rb") as file:
+        return file.read(size)
 
 
 def _refused(err: pickle.UnpicklingError) -> str:
@@ -137,8 +197,8 @@ def _load_trusted(path: Path) -> object:
     except (ImportError, AttributeError) as err:
         raise ValueError(f"{path} needs code that is not importable here to unpickle: {err}; load it where that "
                          "code is installed and re-save its state_dict as safetensors") from err
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from err
+    except TORCH_LOAD_ERRORS as err:
+        raise _unreadable(path, "PyTorch checkpoint", _reason(err)) from err
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -151,7 +211,8 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
         if isinstance(inner, dict | torch.nn.Module):
             obj = inner.state_dict() if isinstance(inner, torch.nn.Module) else inner
             break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in obj.items()):
         raise ValueError(f"{path} does not hold a state dict of tensors (it holds a {type(obj).__name__}); save "
-                         "model.state_dict(), a dict of tensors")
+                         "model.state_dict(), a dict of names to tensors")
     return obj

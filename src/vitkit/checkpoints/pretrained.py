@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers import resample_abs_pos_embed
+from ..layers import EfficientAttention, resample_abs_pos_embed
 from ..models import ViTConfig, build_model, config_from_dict
 from .convert import Conversion, convert_state_dict
 from .io import save_state_dict, write_text
@@ -40,14 +40,19 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *,
 
 
 def read_config(directory: Path) -> dict:
-    """The config.json of a vitkit directory, as a dict."""
+    """The config.json of a vitkit directory, as a dict; ValueError naming the file when it is not vitkit's (an
+    HF-style config.json has no 'family')."""
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}; is it a vitkit model directory?")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict) or "family" not in config:
+        raise ValueError(f"{path} is not a vitkit config.json (it has no 'family'); make a vitkit model directory "
+                         f"from it first: `vitkit convert {directory} OUT_DIR`")
+    return config
 
 
 @dataclass
@@ -84,11 +89,31 @@ def key_report(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> KeyRepo
     return KeyReport(sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own)), mismatched)
 
 
+def check_floating(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """ValueError naming the first tensors of `state_dict` that are not floating point (integers, bools) where
+    `model` holds floating point ones: `load_state_dict` would silently cast them into the weights."""
+    own = model.state_dict()
+    wrong = [f"{key} is {str(tensor.dtype).removeprefix('torch.')}" for key, tensor in state_dict.items()
+             if key in own and own[key].is_floating_point() and not tensor.is_floating_point()]
+    if wrong:
+        more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+        raise ValueError(f"{source}: {', '.join(wrong[:3])}{more}; weights must be floating point, so this file "
+                         "is not a checkpoint of trained weights (or was written wrong): re-save the model's "
+                         "float tensors")
+
+
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str,
                             strict: bool = True) -> KeyReport:
     """Load with one report of missing / unexpected / mismatched keys; `strict` raises on any, and a shape
-    mismatch always raises (the tensor cannot be loaded)."""
+    mismatch or an integer tensor for a floating one always raises (the tensor cannot be loaded). Zero qkv
+    biases of a bias-free model are dropped (`EfficientAttention.drop_zero_qkv_bias`) and listed in the report."""
+    check_floating(model, state_dict, source)
+    state_dict = dict(state_dict)
+    zero_biases = [key for name, module in model.named_modules() if isinstance(module, EfficientAttention)
+                   if (key := module.drop_zero_qkv_bias(state_dict, f"{name}."))]
     report = key_report(model, state_dict)
+    if zero_biases:
+        report.dropped.append(f"{len(zero_biases)} all-zero qkv biases (the model has qkv_bias=False)")
     if report.mismatched or (strict and not report.clean):
         raise ValueError(f"weights in {source} do not fit the model: {report.summary()}; check that the checkpoint "
                          "is for this model (without model=, vitkit builds the model the checkpoint describes), or "
@@ -184,7 +209,7 @@ def load_checkpoint(
     report = load_state_dict_checked(model, state_dict, src.label, strict=strict)
     if not report.clean:
         warnings.warn(f"loaded {src.label} with {report.summary()}", stacklevel=3)
-    report.dropped = dropped
+    report.dropped = dropped + report.dropped
     return Loaded(model.eval(), fmt, report, conversion.assumed if conversion else {})
 
 

@@ -75,8 +75,13 @@ def convert_deepseek_vl2(state_dict: StateDict, meta: dict[str, Any]) -> Renamed
     are dropped."""
     tower, dropped = take_prefix(state_dict, "vision.", "DeepSeek-VL2 language model and projector")
     hints = deepseek_hints(meta)
+    assumed = _defaults(hints)
+    if "act_layer" in assumed:
+        assumed["act_layer"] = ("'gelu' (timm's vit_so400m_patch14_siglip_384, which vLLM and SGLang run as "
+                                "DeepSeek-VL2's tower; DeepSeek's own siglip_vit.py forces GELU-tanh in the blocks: "
+                                "pass act_layer='gelu_tanh' to match that code)")
     return Renamed(tower, hints={**{k: v for k, (v, _) in TIMM_DEFAULTS.items()}, **hints}, dropped=dropped,
-                   assumed=_defaults(hints))
+                   assumed=assumed)
 
 
 def convert_open_clip_timm(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:

@@ -32,7 +32,7 @@ class EfficientAttention(nn.Module):
         head_dim: int | None = None,
         proj_bias: bool = True,
         norm_layer: object = "layernorm",
-        norm_eps: float = 1e-6,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if head_dim is None:
@@ -60,6 +60,21 @@ class EfficientAttention(nn.Module):
         # its own layout, where splitting along a leading axis would cost a second full copy.
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
         return self.q_norm(q), self.k_norm(k), v
+
+    def drop_zero_qkv_bias(self, state_dict: dict[str, torch.Tensor], prefix: str) -> str | None:
+        """Remove `{prefix}qkv.bias` from `state_dict` when this layer has no qkv bias and that bias is all zero;
+        return the key removed. Seed 000 builds the bias whatever its `qkv_bias` says and initialises it to zero,
+        so its qkv_bias=False checkpoints carry one; a zero bias is no bias. A non-zero one is kept, and loading
+        then reports it as unexpected (build the model with qkv_bias=True)."""
+        key = f"{prefix}qkv.bias"
+        if self.qkv.bias is None and key in state_dict and not state_dict[key].any():
+            del state_dict[key]
+            return key
+        return None
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        self.drop_zero_qkv_bias(state_dict, prefix)  # a copy owned by load_state_dict, not the caller's dict
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def attention_weights(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The softmax weights this layer applies to tokens `x`, (B, H, N, N), from the math path whatever

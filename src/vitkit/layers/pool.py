@@ -41,7 +41,7 @@ class AttentionPoolLatent(nn.Module):
         latent_len: int = 1,
         act_layer: str = "gelu",
         norm_layer: str = "layernorm",
-        norm_eps: float = 1e-6,
+        norm_eps: float = 1e-5,
         attention_type: str = "auto",
         drop: float = 0.0,
     ) -> None:

@@ -125,6 +125,9 @@ class ViTConfig(_Config):
     `patch_embed='norm_linear_norm'` is vit-pytorch's LayerNorm -> Linear -> LayerNorm patch projection.
     `check_finite=True` makes the forward pass reject images holding NaN or Inf (one reduction over the input).
     `token_drop` is NaViT's rate of patch tokens dropped per image in packed training (`forward_packed`).
+
+    The defaults are seed 000's, so `VisionTransformer(**seed_kwargs)` is seed 000's model: `nn.LayerNorm` (eps
+    1e-5) and exact GELU. Registered names set the values of the library they are named after (timm: eps 1e-6).
     """
 
     family: ClassVar[str] = "vit"
@@ -152,7 +155,7 @@ class ViTConfig(_Config):
     head_drop_rate: float = 0.0
     weight_init: str = ""
     norm_layer: str = "layernorm"
-    norm_eps: float = 1e-6
+    norm_eps: float = 1e-5
     act_layer: str = "gelu"
     mlp_layer: str = "mlp"
     attention_type: str = "auto"

@@ -13,36 +13,41 @@ from .config import IMAGENET_MEAN, IMAGENET_STD, SimpleViTConfig, ViTConfig, con
 from .simple_vit import SimpleViT
 from .vision_transformer import VisionTransformer
 
-_SIGLIP = dict(
-    class_token=False, global_pool="map", act_layer="gelu_tanh", num_classes=0, norm_eps=1e-6
-)
+# timm builds its ViTs with LayerNorm eps 1e-6 and exact GELU (seed 000's defaults are eps 1e-5, exact GELU).
+_TIMM = dict(norm_eps=1e-6, act_layer="gelu")
+# timm's SigLIP ports (`vit_*_siglip_*`): no class token, MAP head, no classifier, and timm's exact GELU. vLLM and
+# SGLang run DeepSeek-VL2's tower as timm's `vit_so400m_patch14_siglip_384`, so these are its numbers too.
+# Google's big_vision and HF transformers run GELU-tanh; their loaders keep it (`act_layer="gelu_tanh"` here).
+_SIGLIP = dict(_TIMM, class_token=False, global_pool="map", num_classes=0)
 
 _CONFIGS: dict[str, ViTConfig | SimpleViTConfig] = {
-    # timm / AugReg ViTs (ImageNet-21k -> 1k); mean/std 0.5 as their pretrained weights expect.
-    "vit_tiny_patch16_224": ViTConfig(embed_dim=192, depth=12, num_heads=3),
-    "vit_small_patch16_224": ViTConfig(embed_dim=384, depth=12, num_heads=6),
-    "vit_base_patch16_224": ViTConfig(embed_dim=768, depth=12, num_heads=12),
-    "vit_base_patch32_224": ViTConfig(patch_size=32, embed_dim=768, depth=12, num_heads=12),
-    "vit_large_patch16_224": ViTConfig(embed_dim=1024, depth=24, num_heads=16),
-    "vit_huge_patch14_224": ViTConfig(patch_size=14, embed_dim=1280, depth=32, num_heads=16),
-    # SigLIP vision towers: no class token, MAP head, GELU-tanh (timm vit_*_siglip_*, num_classes=0).
+    # timm / AugReg ViTs (ImageNet-21k -> 1k), the timm models of the same name; mean/std 0.5 as their weights expect.
+    "vit_tiny_patch16_224": ViTConfig(embed_dim=192, depth=12, num_heads=3, **_TIMM),
+    "vit_small_patch16_224": ViTConfig(embed_dim=384, depth=12, num_heads=6, **_TIMM),
+    "vit_base_patch16_224": ViTConfig(embed_dim=768, depth=12, num_heads=12, **_TIMM),
+    "vit_base_patch32_224": ViTConfig(patch_size=32, embed_dim=768, depth=12, num_heads=12, **_TIMM),
+    "vit_large_patch16_224": ViTConfig(embed_dim=1024, depth=24, num_heads=16, **_TIMM),
+    # timm's ViT-H/14 is the original ImageNet-21k tower, without a classifier.
+    "vit_huge_patch14_224": ViTConfig(patch_size=14, embed_dim=1280, depth=32, num_heads=16, num_classes=0, **_TIMM),
+    # SigLIP vision towers = timm's vit_base_patch16_siglip_224, vit_large_patch16_siglip_384,
+    # vit_so400m_patch14_siglip_224 and vit_so400m_patch14_siglip_384 (DeepSeek-VL2's names).
     "siglip_base_patch16_224": ViTConfig(embed_dim=768, depth=12, num_heads=12, **_SIGLIP),
     "siglip_large_patch16_384": ViTConfig(img_size=384, embed_dim=1024, depth=24, num_heads=16, **_SIGLIP),
     "siglip_so400m_patch14_224": ViTConfig(
         patch_size=14, embed_dim=1152, depth=27, num_heads=16, mlp_ratio=3.7362, **_SIGLIP
     ),
-    "siglip_so400m_patch14_384": ViTConfig(
+    "siglip_so400m_patch14_384": ViTConfig(  # 384 px / 14 px patches: 27 x 27 tokens, the remainder cropped
         img_size=384, patch_size=14, embed_dim=1152, depth=27, num_heads=16, mlp_ratio=3.7362,
         crop_remainder=True, **_SIGLIP
     ),
-    # SimpleViT (Beyer et al. 2022), the seed 003 family.
+    # SimpleViT (Beyer et al. 2022), the seed 003 family: vit-pytorch's SimpleViT with these arguments.
     "simple_vit_small_patch16_224": SimpleViTConfig(dim=384, depth=12, heads=6, mlp_dim=1536, dim_head=64),
     "simple_vit_base_patch16_224": SimpleViTConfig(dim=768, depth=12, heads=12, mlp_dim=3072, dim_head=64),
     # A small ViT for scikit-learn's 8x8 digits (1 channel, 2x2 patches -> 16 tokens). Fixed sin-cos
     # positions: with 1,437 training images a learned table (init std 0.02) leaves it a bag of patches.
     "vit_digits": ViTConfig(
         img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=4, num_heads=4,
-        mlp_ratio=2.0, global_pool="avg", class_token=False, pos_embed="sincos",
+        mlp_ratio=2.0, global_pool="avg", class_token=False, pos_embed="sincos", norm_eps=1e-6,
         mean=(0.5,), std=(0.5,),
     ),
 }

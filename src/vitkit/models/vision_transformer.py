@@ -66,7 +66,10 @@ class VisionTransformer(nn.Module):
 
     `VisionTransformer(embed_dim=384, depth=12, num_heads=6, attention_type="sdpa")`,
     `VisionTransformer(ViTConfig(...))` and seed 000's positional form are the same model;
-    `model.config` rebuilds it. `embed_layer` (not part of the config) must take PatchEmbed's
+    `model.config` rebuilds it. The defaults are seed 000's (LayerNorm eps 1e-5, exact GELU), so the seed's
+    arguments give the seed's model; `create_model(name)` gives the settings of the library a name comes from.
+    `norm_layer` / `act_layer` take names or the seed's objects (`nn.LayerNorm`, `partial(nn.LayerNorm, eps=1e-6)`,
+    `nn.GELU`), stored in the config as names. `embed_layer` (not part of the config) must take PatchEmbed's
     arguments and, like it, return a (B, h, w, D) grid from `forward(x, flatten=False)`.
     """
 
