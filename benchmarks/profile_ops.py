@@ -64,9 +64,7 @@ def main() -> None:
     torch.manual_seed(0)
     ours = build_vitkit(config, cpu, "auto", 0).model.eval()
     theirs = PEERS[args.peer].build(config, cpu, 0).model.eval()
-    size = config.img_size if hasattr(config, "img_size") else config.image_size
-    channels = config.in_chans if hasattr(config, "in_chans") else config.channels
-    images = torch.randn(args.batch_size, channels, *size, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(args.batch_size, config.in_chans, *config.img_size, generator=torch.Generator().manual_seed(0))
     models = {"vitkit": ours, args.peer: theirs}
     tables = {name: op_times(model, images, args.steps) for name, model in models.items()}
     walls = {name: wall_and_faults(model, images, args.steps) for name, model in models.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from vitkit.attention import (
     canonical_name,
     choose,
     dispatch,
+    register_backend,
 )
 from vitkit.attention import scaled_dot_product_attention as attend
 
@@ -231,18 +233,12 @@ def test_auto_on_cpu_chooses_sdpa() -> None:
 
 
 @pytest.fixture
-def flex_first(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """`auto` on CPU tries flex first, so only flex's own limits keep it out; memoised choices are dropped."""
-
-    def forget() -> None:
-        for fn in vars(dispatch).values():
-            if callable(getattr(fn, "cache_clear", None)):
-                fn.cache_clear()
-
-    forget()
-    monkeypatch.setitem(dispatch.AUTO_ORDER, "cpu", ("flex", "sdpa", "math"))
+def flex_first() -> Iterator[None]:
+    """`auto` on CPU tries flex first, so only flex's own limits keep it out."""
+    flex = BACKENDS["flex"]
+    undo = register_backend(dataclasses.replace(flex, auto_rank={**flex.auto_rank, "cpu": -1}))
     yield
-    forget()
+    undo()
 
 
 @pytest.mark.parametrize("dropout,needs_grad", [(True, False), (False, True), (True, True)])

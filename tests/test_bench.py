@@ -20,14 +20,14 @@ from vitkit.bench.candidates import PEERS
 from vitkit.bench.flops import analytic_flops, block_gemms, counted_flops
 from vitkit.bench.live_tensors import LiveTensorBytes
 from vitkit.bench.measure import summarize
+from vitkit.bench.memory_bench import MemoryBenchSettings
 from vitkit.bench.report import _remarks
 from vitkit.bench.runner import ModelBenchSettings, Row, run_worker
 from vitkit.bench.spec import CandidateSpec
 from vitkit.bench.worker import run_candidate
 from vitkit.cli import app
 from vitkit.cli.bench import parse_ints
-from vitkit.models import build_model, get_config
-from vitkit.models.config import SimpleViTConfig
+from vitkit.models import build_model, get_config, simple_vit_config
 
 ENV = {"COLUMNS": "250", "TTY_COMPATIBLE": "0", "FORCE_COLOR": None, "NO_COLOR": "1"}
 TINY = ("--model", "vit_tiny_patch16_224", "--img-size", "32", "--batch-size", "2", "--steps", "2", "--warmup", "1",
@@ -43,9 +43,8 @@ def invoke(*args: str):
 
 def meta_model(config):
     """The model on the meta device (no memory, nothing computed), with attention that runs there."""
-    changes = {"weight_init": "skip"} if hasattr(config, "weight_init") else {"attention_type": "auto"}
     with torch.device("meta"):
-        return build_model(config.replace(**changes))
+        return build_model(config.replace(weight_init="skip", attention_type="auto"))
 
 
 @pytest.fixture
@@ -86,8 +85,9 @@ def test_vit_b16_flops_match_flop_counter_within_2_percent(train):
     get_config("siglip_base_patch16_224").replace(img_size=64),
     get_config("vit_small_patch16_224").replace(img_size=64, reg_tokens=4, mlp_layer="swiglu"),
     get_config("vit_small_patch16_224").replace(img_size=64, mlp_layer="swiglu_packed", num_classes=0),
-    SimpleViTConfig(image_size=64, dim=128, depth=2, heads=4, mlp_dim=256, dim_head=48),
-], ids=["siglip-map", "registers-swiglu", "swiglu-packed-headless", "simple-vit"])
+    simple_vit_config(64, 16, 1000, dim=128, depth=2, heads=4, mlp_dim=256, dim_head=48),
+    get_config("siglip_base_patch16_224").replace(img_size=64, mlp_hidden_dim=1000, head_dim=48),
+], ids=["siglip-map", "registers-swiglu", "swiglu-packed-headless", "simple-vit", "map-mlp-width-head-dim"])
 def test_analytic_flops_match_the_counter_across_families(config):
     images = torch.empty(1, 3, 64, 64, device="meta")
     assert analytic_flops(config) == counted_flops(meta_model(config), images)
@@ -173,10 +173,19 @@ def test_timm_runs_on_vitkits_weights_so_the_architecture_is_the_same():
     assert result["modes"]["infer"]["notes"] == "vitkit's weights (identical state dict)"
 
 
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "siglip_base_patch16_224"])
+@pytest.mark.parametrize("candidate", ["timm", "hf"])
+def test_timm_and_hf_rows_build_from_the_exporters_configs(candidate, name):
+    """The peers are built from what `vitkit convert --to timm/hf` writes: a class-token ViT and a MAP tower."""
+    config = get_config(name).replace(depth=1, embed_dim=32, num_heads=2, img_size=32)
+    result = run_candidate(tiny_spec(candidate, config))
+    assert result["modes"]["infer"]["status"] == "ok", result
+
+
 @pytest.mark.parametrize(("candidate", "changes", "reason"), [
     ("vitkit", {"attention": "flash"}, "attention backend 'flash' needs a cuda device"),
     ("vitkit", {"attention": "flex", "modes": ("train",)}, "has no backward pass on cpu"),
-    ("hf", {}, "transformers ViT cannot build this model: this pooling"),
+    ("hf", {}, "HF SiglipVisionModel cannot build this model: it needs MAP pooling"),
     ("vit-pytorch-flash", {}, "builds SimpleViT only"),
     ("timm", {"grad_checkpointing": 2, "modes": ("train",)}, "timm recomputes all 4 blocks or none; asked for 2"),
 ], ids=["backend-not-here", "no-backward", "hf-pooling", "simple-only", "partial-checkpointing"])
@@ -374,9 +383,9 @@ def test_bench_memory_trains_once_per_level(tmp_path, inprocess_workers):
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bench_memory_rejects_models_and_levels_it_cannot_run():
-    simple = invoke("bench", "memory", "--model", "simple_vit_small_patch16_224")
-    assert simple.exit_code == 1 and "without gradient checkpointing" in simple.stderr
+def test_bench_memory_rejects_levels_it_cannot_run():
+    simple = MemoryBenchSettings(model="simple_vit_small_patch16_224")  # SimpleViT recomputes blocks too
+    assert simple.levels == tuple(range(13))
     levels = invoke("bench", "memory", "--model", "vit_digits", "--levels", "0,9")
     assert levels.stderr.startswith("error: levels must be block counts from 0 to 4")
 

@@ -32,7 +32,7 @@ def test_simple_vit_round_trip(tmp_path: Path) -> None:
                              dim_head=16).eval()
     vitkit.save_pretrained(model, tmp_path)
     loaded = vitkit.load_pretrained(tmp_path)
-    assert isinstance(loaded, vitkit.SimpleViT)
+    assert isinstance(loaded, vitkit.VisionTransformer) and loaded.config == model.config
     x = torch.randn(2, 3, 16, 16)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vitkit.layers import ACTIVATIONS
-from vitkit.models import SimpleViTConfig, ViTConfig, build_model
+from vitkit.models import ViTConfig, build_model, simple_vit_config
 from vitkit.models.config import POS_EMBEDS
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -38,7 +38,8 @@ def valid_vit(draw: st.DrawFn) -> dict[str, Any]:
         no_embed_class=draw(st.booleans()), pos_embed=draw(st.sampled_from(POS_EMBEDS)),
         qk_norm=draw(st.booleans()), init_values=draw(st.sampled_from((None, 1e-5, 0.1, 1.0))),
         mlp_layer=draw(st.sampled_from(("mlp", "swiglu", "swiglu_packed"))),
-        mlp_ratio=draw(st.sampled_from((0.5, 1.0, 2.0, 4.0))), act_layer=draw(st.sampled_from(tuple(ACTIVATIONS))),
+        mlp_ratio=draw(st.sampled_from((0.5, 1.0, 2.0, 4.0))), mlp_hidden_dim=draw(st.sampled_from((None, 6, 10))),
+        act_layer=draw(st.sampled_from(tuple(ACTIVATIONS))),
         norm_layer=draw(st.sampled_from(("layernorm", "rmsnorm"))), pre_norm=draw(st.booleans()),
         fc_norm=draw(st.sampled_from((None, True, False))), norm_pre=draw(st.booleans()),
         final_norm=draw(st.booleans()), qkv_bias=draw(st.booleans()), proj_bias=draw(st.booleans()),
@@ -95,12 +96,13 @@ def valid_simple_vit(draw: st.DrawFn) -> dict[str, Any]:
 @FUZZ
 @given(valid_simple_vit())
 def test_every_valid_simple_vit_config_builds_and_runs(kwargs: dict[str, Any]) -> None:
-    cfg = SimpleViTConfig(**kwargs)
-    assert SimpleViTConfig.from_dict(cfg.to_dict()) == cfg
+    cfg = simple_vit_config(**kwargs)
+    assert ViTConfig.from_dict(cfg.to_dict()) == cfg
     model = build_model(cfg).eval()
+    assert model.blocks[0].mlp.fc1.out_features == kwargs["mlp_dim"]
     with torch.no_grad():
-        out = model(torch.randn(2, cfg.channels, *cfg.image_size))
-    assert out.shape == (2, cfg.num_classes or cfg.dim) and torch.isfinite(out).all()
+        out = model(torch.randn(2, kwargs["channels"], *kwargs["image_size"]))
+    assert out.shape == (2, kwargs["num_classes"] or kwargs["dim"]) and torch.isfinite(out).all()
 
 
 # --- invalid configurations -----------------------------------------------------------------------
@@ -133,8 +135,8 @@ def broken_vit(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
             ("depth", 0), ("depth", -1), ("embed_dim", 0), ("num_heads", -2), ("in_chans", 0), ("num_classes", -1),
             ("patch_size", 0), ("img_size", (0, 16)), ("img_size", (16, 16, 3)), ("reg_tokens", -1),
             ("drop_rate", 1.0), ("attn_drop_rate", -0.1), ("drop_path_rate", 2.0), ("mlp_ratio", 0.0),
-            ("mlp_ratio", -1.0), ("init_values", 0.0), ("norm_eps", 0.0), ("num_recomputing_layers", -1),
-            ("head_dim", 0), ("mean", ()), ("std", (0.5, 0.0, 0.5)), ("mean", ("a",)),
+            ("mlp_ratio", -1.0), ("mlp_hidden_dim", 0), ("init_values", 0.0), ("norm_eps", 0.0),
+            ("num_recomputing_layers", -1), ("head_dim", 0), ("mean", ()), ("std", (0.5, 0.0, 0.5)), ("mean", ("a",)),
         ]))
         cfg[field] = value
         return cfg, field
@@ -167,21 +169,26 @@ ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.floats(a
                       st.text(max_size=6), st.lists(st.integers(-2, 40), max_size=3))
 
 
+SIMPLE_VIT_ARGS = ("image_size", "patch_size", "num_classes", "dim", "depth", "heads", "mlp_dim", "channels",
+                   "dim_head", "use_flash", "attention_type", "head_norm", "check_finite", "mean", "std")
+
+
 @FUZZ
 @given(st.dictionaries(st.sampled_from([f.name for f in fields(ViTConfig)]), ANY_VALUE, max_size=4),
-       st.dictionaries(st.sampled_from([f.name for f in fields(SimpleViTConfig)]), ANY_VALUE, max_size=4))
+       st.dictionaries(st.sampled_from(SIMPLE_VIT_ARGS), ANY_VALUE, max_size=4))
 def test_arbitrary_values_build_or_raise_value_error(vit: dict[str, Any], simple: dict[str, Any]) -> None:
-    """Whatever lands in a config (a hand-edited config.json, a typo), the answer is a model or a ValueError."""
+    """Whatever lands in a config (a hand-edited config.json, a typo, SimpleViT's arguments), the answer is a model
+    or a ValueError."""
     small_vit = dict(img_size=16, patch_size=4, embed_dim=16, depth=1, num_heads=2) | vit
-    small_simple = dict(image_size=16, patch_size=4, dim=16, depth=1, heads=2, mlp_dim=16, dim_head=8) | simple
-    for cls, kwargs in ((ViTConfig, small_vit), (SimpleViTConfig, small_simple)):
+    small_simple = dict(image_size=16, patch_size=4, num_classes=3, dim=16, depth=1, heads=2, mlp_dim=16,
+                        dim_head=8) | simple
+    for make, kwargs in ((ViTConfig.from_dict, small_vit), (lambda kw: simple_vit_config(**kw), small_simple)):
         try:
-            cfg = cls.from_dict(kwargs)
+            cfg = make(kwargs)
         except ValueError:
             continue
-        size = cfg.img_size if cls is ViTConfig else cfg.image_size
-        if math.prod(size) * (cfg.depth if cls is SimpleViTConfig else cfg.num_blocks) > 64 * 64 * 4:
+        if math.prod(cfg.img_size) * cfg.num_blocks > 64 * 64 * 4:
             continue  # valid but too big to run here
         model = build_model(cfg).eval()
         with torch.no_grad():
-            model(torch.rand(1, cfg.in_chans if cls is ViTConfig else cfg.channels, *size))
+            model(torch.rand(1, cfg.in_chans, *cfg.img_size))

@@ -107,8 +107,10 @@ def test_exports_refuse_what_the_target_cannot_build(tmp_path: Path, to: str, mo
 
 
 def test_simple_vit_exports_only_as_vitkit(tmp_path: Path) -> None:
+    """Neither timm nor HF builds LayerNorm-Linear-LayerNorm patches or fixed sin-cos positions."""
     model = vitkit.SimpleViT(image_size=16, patch_size=4, num_classes=3, dim=32, depth=1, heads=2, mlp_dim=64)
-    with pytest.raises(ValueError, match="only VisionTransformer"):
-        save_exported(model, tmp_path, to="timm")
+    for to in ("timm", "hf-vit"):
+        with pytest.raises(ValueError, match=r"a conv patch embedding \(patch_embed='conv'\)"):
+            save_exported(model, tmp_path, to=to)
     save_exported(model, tmp_path, to="vitkit")
     assert load_checkpoint(tmp_path).source_format == "vitkit"

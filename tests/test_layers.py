@@ -27,6 +27,7 @@ from vitkit.layers import (
     create_activation,
     create_norm,
     norm_name,
+    pool_segments,
     pool_tokens,
     resample_abs_pos_embed,
     sincos_2d,
@@ -442,6 +443,23 @@ def test_pool_tokens(pool_type: str) -> None:
         "avgmax": 0.5 * (patches.mean(1) + patches.max(1).values),
     }[pool_type]
     assert_close(out, expected)
+
+
+@pytest.mark.parametrize("pool_type", ["avg", "max", "avgmax"])
+def test_pool_segments_pools_each_image_as_pool_tokens_does(pool_type: str) -> None:
+    sizes = [3, 1, 5]  # patches per image, interleaved as packing leaves them
+    images = [torch.randn(n, 6) for n in sizes]
+    order = torch.tensor([0, 2, 1, 2, 0, 2, 2, 0, 2])
+    cursor = [0, 0, 0]
+    patches = []
+    for i in order.tolist():
+        patches.append(images[i][cursor[i]])
+        cursor[i] += 1
+    out = pool_segments(torch.stack(patches), order, num_images=3, pool_type=pool_type)
+    for i, image in enumerate(images):
+        assert_close(out[i], pool_tokens(image[None], pool_type, num_prefix_tokens=0)[0])
+    with pytest.raises(ValueError, match="token"):
+        pool_segments(torch.stack(patches), order, num_images=3, pool_type="token")
 
 
 @pytest.mark.parametrize("latent_len", [1, 3])

@@ -40,7 +40,7 @@ def test_bench_packing_command_writes_json(tmp_path: Path):
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"min_side": 50, "max_side": 40}, "min_side"),
     ({"mode": "serve"}, "mode"),
-    ({"model": "simple_vit_small_patch16_224"}, "not a VisionTransformer"),
+    ({"model": "resnet50"}, "unknown model 'resnet50'"),
     ({"images": 0}, "images"),
 ])
 def test_packing_bench_settings_are_validated(kwargs, match):

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from vitkit.cli import app
 from vitkit.data.packed import PackCollate, fit_within
 from vitkit.train import TrainOptions, train
+from vitkit.train.model_setup import run_config
 
 
 def invoke(*args: str):
@@ -79,9 +80,14 @@ def test_packed_digits_train_and_eval_match_unpacked_eval(tmp_path: Path) -> Non
 @pytest.mark.parametrize(("args", "message"), [
     (["--max-tokens", "64"], "--max-tokens and --token-drop need --packing"),
     (["--packing", "--token-drop", "1.0"], "--token-drop must be in [0, 1)"),
-    (["--packing", "--model", "simple_vit_small_patch16_224"], "--packing needs a VisionTransformer"),
 ])
 def test_bad_packing_options_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
     result = invoke("train", "--out", str(tmp_path / "run"), *args)
     assert result.exit_code == 1 and message in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_simple_vit_trains_packed_as_any_vision_transformer() -> None:
+    config = run_config(TrainOptions(model="simple_vit_small_patch16_224", packing=True, token_drop=0.25))
+    assert (config.dynamic_img_size, config.dynamic_img_pad, config.token_drop) == (True, True, 0.25)
+    assert config.patch_embed == "norm_linear_norm" and config.pos_embed == "sincos"

@@ -4,6 +4,7 @@ state-dict layouts against timm, overrides and errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +14,6 @@ from torch import nn
 
 import vitkit
 from vitkit.models import (
-    SimpleViT,
-    SimpleViTConfig,
     VisionTransformer,
     ViTConfig,
     build_model,
@@ -137,17 +136,17 @@ def test_siglip_so400m_384_has_428_2m_params_like_timm() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "family", "img_size", "pool"),
+    ("name", "img_size", "pool"),
     [
-        ("vit_base_patch16_224", "vit", (224, 224), "token"),
-        ("siglip_large_patch16_384", "vit", (384, 384), "map"),
-        ("simple_vit_small_patch16_224", "simple_vit", (224, 224), "avg"),
-        ("vit_digits", "vit", (8, 8), "avg"),
+        ("vit_base_patch16_224", (224, 224), "token"),
+        ("siglip_large_patch16_384", (384, 384), "map"),
+        ("simple_vit_small_patch16_224", (224, 224), "avg"),
+        ("vit_digits", (8, 8), "avg"),
     ],
 )
-def test_model_info(name: str, family: str, img_size: tuple[int, int], pool: str) -> None:
+def test_model_info(name: str, img_size: tuple[int, int], pool: str) -> None:
     info = model_info(name)
-    assert (info.name, info.family, info.img_size, info.global_pool) == (name, family, img_size, pool)
+    assert (info.name, info.img_size, info.global_pool) == (name, img_size, pool)
     assert info.params == param_count(build_on_meta(name))
 
 
@@ -173,14 +172,29 @@ def test_create_model_overrides() -> None:
         assert model.eval()(torch.randn(2, 1, 8, 8)).shape == (2, 3)
 
 
+def test_create_model_with_pretrained_weights(tmp_path: Path) -> None:
+    """`vitkit.create_model(name, pretrained=PATH)` builds the named model and loads the checkpoint into it."""
+    saved = vitkit.create_model("vit_digits", depth=2)
+    vitkit.save_pretrained(saved, tmp_path / "digits")
+    model = vitkit.create_model("vit_digits", depth=2, pretrained=tmp_path / "digits")
+    assert not model.training
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), saved.state_dict().values(),
+                                                 strict=True))
+    with pytest.raises(ValueError, match="do not fit the model"):
+        vitkit.create_model("vit_digits", depth=3, pretrained=tmp_path / "digits")
+
+
 def test_create_model_num_classes_10_on_a_big_model() -> None:
     model = build_on_meta("vit_base_patch16_224", num_classes=10)
     assert model.head.out_features == 10
 
 
 def test_create_simple_vit() -> None:
+    """A registered SimpleViT is vit-pytorch's (LayerNorm on the tokens before the mean): a VisionTransformer
+    configuration (numbers: test_registry_parity.py)."""
     model = vitkit.create_model("simple_vit_small_patch16_224", depth=1, num_classes=4)
-    assert isinstance(model, SimpleViT) and isinstance(model.config, SimpleViTConfig)
+    assert isinstance(model, VisionTransformer) and model.config == vitkit.SimpleViT(
+        224, 16, 4, dim=384, depth=1, heads=6, mlp_dim=1536, head_norm="tokens").config
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 3, 224, 224)).shape == (1, 4)
 

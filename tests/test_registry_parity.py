@@ -18,7 +18,7 @@ import vitkit
 from interop_helpers import assert_parity, images, realistic_
 
 SMALL_VIT: dict[str, Any] = dict(depth=2, embed_dim=64, num_heads=4)
-SMALL_SIMPLE: dict[str, Any] = dict(depth=2, dim=64, heads=4, mlp_dim=128, dim_head=16)
+SMALL_SIMPLE: dict[str, Any] = dict(depth=2, embed_dim=64, num_heads=4, mlp_hidden_dim=128, head_dim=16)
 # vitkit name -> timm name, for the names timm also builds.
 TIMM_PEERS = {
     "vit_tiny_patch16_224": "vit_tiny_patch16_224",
@@ -73,12 +73,12 @@ def test_simple_vit_names_give_vit_pytorch_outputs(name: str, tmp_path: Path) ->
     mine = vitkit.create_model(name, **SMALL_SIMPLE).eval()
     config = mine.config
     theirs = realistic_(vit_pytorch.SimpleViT(
-        image_size=config.image_size, patch_size=config.patch_size, num_classes=config.num_classes,
-        channels=config.channels, **SMALL_SIMPLE,
+        image_size=config.img_size, patch_size=config.patch_size, num_classes=config.num_classes,
+        channels=config.in_chans, depth=2, dim=64, heads=4, mlp_dim=128, dim_head=16,
     ))
     torch.save(theirs.state_dict(), tmp_path / "simple_vit.pt")
     vitkit.load_pretrained(tmp_path / "simple_vit.pt", model=mine)
-    assert_parity(mine, theirs, images(height=config.image_size[0], width=config.image_size[1]), mine, theirs)
+    assert_parity(mine, theirs, images(height=config.img_size[0], width=config.img_size[1]), mine, theirs)
 
 
 def test_deepseek_vl2_tower_settings(tmp_path: Path) -> None:

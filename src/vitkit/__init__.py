@@ -1,15 +1,13 @@
 """vitkit: Vision Transformers whose attention runs on the fastest exact kernel the machine has."""
 
 from . import attention
-from .checkpoints import convert_state_dict, load_pretrained, save_pretrained
+from .checkpoints import convert_state_dict, create_model, load_pretrained, save_pretrained
 from .layers import EfficientAttention, TransformerBlock
 from .models import (
     SimpleViT,
-    SimpleViTConfig,
     VisionTransformer,
     ViTConfig,
     build_model,
-    create_model,
     list_models,
 )
 from .packing import PackedBatch, pack_images
@@ -20,7 +18,6 @@ __all__ = [
     "EfficientAttention",
     "PackedBatch",
     "SimpleViT",
-    "SimpleViTConfig",
     "TransformerBlock",
     "ViTConfig",
     "VisionTransformer",

@@ -1,26 +1,37 @@
 """Attention kernels behind one function and one layout contract: (B, H, N, D) in, (B, H, N, D) out."""
 
-from .capability import BackendUnavailableError, Capability, Request
-from .dispatch import (
+from .backends import (
     ALIASES,
+    ANY_DEVICE,
     AUTO_ORDER,
     BACKEND_NAMES,
     BACKENDS,
-    BackendStatus,
-    backend_report,
+    VARLEN_AUTO_ORDER,
+    Backend,
     canonical_name,
     choose,
+    register_backend,
+)
+from .capability import BackendUnavailableError, Capability, Request
+from .dispatch import (
+    BackendStatus,
+    backend_report,
+    choose_varlen,
     scaled_dot_product_attention,
+    use,
+    varlen_attention,
 )
 from .math import attention_weights
-from .varlen import VARLEN_AUTO_ORDER, Segments, choose_varlen, varlen_attention
+from .segments import Segments
 
 __all__ = [
     "ALIASES",
+    "ANY_DEVICE",
     "AUTO_ORDER",
     "BACKENDS",
     "BACKEND_NAMES",
     "VARLEN_AUTO_ORDER",
+    "Backend",
     "BackendStatus",
     "BackendUnavailableError",
     "Capability",
@@ -31,6 +42,8 @@ __all__ = [
     "canonical_name",
     "choose",
     "choose_varlen",
+    "register_backend",
     "scaled_dot_product_attention",
+    "use",
     "varlen_attention",
 ]

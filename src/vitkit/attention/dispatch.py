@@ -1,93 +1,60 @@
-"""One attention entry point over every backend: validation, `auto` choice, and the usability report."""
+"""The attention entry points, dense and packed, over one table: input checks, the scoped override, `auto`,
+one error for a backend that cannot run, and the usability report."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 
-from . import flash, flex, math, sdpa, xformers
-from .capability import BackendUnavailableError, Capability, Request, cuda_capability
+from .backends import BACKENDS, Backend, canonical_name, choose
+from .capability import BackendUnavailableError, Request, cuda_capability
+from .segments import Segments
+
+# The backend (canonical name) and deterministic flag (None: the caller's) that `use` imposes in this
+# thread / task; None outside every `use`. Dynamo guards on its value, so compiled code follows it too.
+_SCOPE: ContextVar[tuple[str, bool | None] | None] = ContextVar("vitkit_attention_scope", default=None)
 
 
-@dataclass(frozen=True)
-class Backend:
-    """An attention kernel: what it can run, how to run it, and how to get it when it can't."""
+@contextlib.contextmanager
+def use(backend: str, *, deterministic: bool | None = None) -> Iterator[None]:
+    """Run every `scaled_dot_product_attention` / `varlen_attention` call in this scope on `backend`.
 
-    name: str
-    capability: Capability
-    run: Callable[..., torch.Tensor]
-    fix: str
-    extra_reason: Callable[[Request], str | None] | None = None  # package or device-specific limits
-
-    def reason(self, req: Request) -> str | None:
-        """Why this backend cannot run `req`, or None when it can."""
-        return self.capability.reason(req) or (self.extra_reason(req) if self.extra_reason else None)
-
-
-def _sdpa_sub(name: str) -> Backend:
-    def extra(req: Request) -> str | None:
-        if name == "flash" and req.device_type == "cpu" and req.dropout:
-            return "has no attention dropout on CPU"
-        if name == "flash" and req.device_type == "cuda":
-            return sdpa.cuda_flash_reason(req.dtype, req.compute_capability, req.mask)
-        return None
-
-    return Backend(
-        name=f"sdpa:{name}",
-        capability=sdpa.SUB_CAPABILITIES[name],
-        run=functools.partial(sdpa.run, sub_kernel=name),
-        fix=sdpa.FIX,
-        extra_reason=extra,
-    )
+    It replaces whatever backend the callers pass (`use("auto")` lets `auto` choose for all of them);
+    `deterministic`, when not None, replaces their flag too. The name is checked once, on entry
+    (ValueError for an unknown one). Scopes nest, the innermost wins, and leaving one restores the
+    previous state, also on an exception. The scope is this thread's or task's, not the process's. A
+    named backend that cannot run a call still raises `BackendUnavailableError`.
+    """
+    token = _SCOPE.set((canonical_name(backend), deterministic))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
 
 
-BACKENDS: dict[str, Backend] = {
-    "math": Backend("math", math.CAPABILITY, math.run, math.FIX),
-    "sdpa": Backend("sdpa", sdpa.CAPABILITY, sdpa.run, sdpa.FIX),
-    "flash": Backend("flash", flash.CAPABILITY, flash.run, flash.FIX, flash.package_reason),
-    "xformers": Backend("xformers", xformers.CAPABILITY, xformers.run, xformers.FIX, xformers.package_reason),
-    "flex": Backend("flex", flex.CAPABILITY, flex.run, flex.FIX),
-    **{f"sdpa:{name}": _sdpa_sub(name) for name in sdpa.SUB_KERNELS},
-}
-# The seed's names, kept so its configs keep working.
-ALIASES = {"scaled_dot_product": "math", "flash_attention": "flash", "flash_attn": "flash", "torch": "sdpa"}
-# `auto` tries these in order: fastest first where each is usable.
-AUTO_ORDER: dict[str, tuple[str, ...]] = {
-    "cuda": ("flash", "sdpa", "xformers", "flex", "math"),
-    "cpu": ("sdpa", "flex", "math"),  # flex compiles per shape: never ahead of SDPA's fused CPU kernel
-}
-_DEFAULT_ORDER = ("sdpa", "math")
-BACKEND_NAMES = ("auto", *BACKENDS)
-
-
-def canonical_name(backend: str) -> str:
-    """Resolve aliases; raise ValueError naming the choices for an unknown name."""
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
-    name = ALIASES.get(backend, backend)
-    if name != "auto" and name not in BACKENDS:
-        choices = ", ".join([*BACKEND_NAMES, *ALIASES])
-        raise ValueError(f"unknown attention backend {backend!r}; choose one of: {choices}")
-    return name
-
-
-def _first_usable(req: Request) -> str:
-    for name in AUTO_ORDER.get(req.device_type, _DEFAULT_ORDER):
-        if BACKENDS[name].reason(req) is None:
-            return name
-    return "math"
-
-
-_cached_first_usable = functools.lru_cache(maxsize=256)(_first_usable)
-
-
-def choose(req: Request) -> str:
-    """The backend `auto` runs for `req`: the first usable one in this device's speed order."""
-    # Under torch.compile the choice is traced once into the graph; eagerly it is memoised per request kind.
-    return _first_usable(req) if torch.compiler.is_compiling() else _cached_first_usable(req)
+def _resolve(backend: str, deterministic: bool, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             attn_mask: torch.Tensor | None, dropout_p: float, *, packed: bool) -> tuple[Backend, bool]:
+    """The backend that runs this call and its deterministic flag: the scope's or the caller's, `auto`
+    resolved. A named backend that cannot run the call raises instead of handing it to another."""
+    name = canonical_name(backend)
+    scope = _SCOPE.get()
+    if scope is not None:
+        name, deterministic = scope[0], deterministic if scope[1] is None else scope[1]
+    req = Request.of(q, k, v, attn_mask, dropout_p, deterministic)
+    if name == "auto":
+        return BACKENDS[choose(req, packed=packed)], deterministic
+    entry = BACKENDS[name]
+    why = entry.reason(req, packed=packed)
+    if why is not None:
+        raise BackendUnavailableError(
+            f"attention backend '{name}' cannot run {'packed attention ' if packed else ''}here: it {why} "
+            f"(inputs: {q.dtype} on {q.device}, head_dim {q.shape[-1]}); fix: {entry.fix}"
+        )
+    return entry, deterministic
 
 
 @dataclass(frozen=True)
@@ -100,19 +67,6 @@ class BackendStatus:
     chosen: bool = False  # what `auto` would run
 
 
-def _describe(name: str) -> str:
-    if name == "flash":
-        return "FlashAttention-3" if flash.fa3() is not None else "FlashAttention-2 (flash_attn)"
-    if name.startswith("sdpa:"):
-        return f"SDPA pinned to its {name.removeprefix('sdpa:')} kernel"
-    return {
-        "math": "reference matmul-softmax-matmul, returns weights for maps",
-        "sdpa": "torch.nn.functional.scaled_dot_product_attention",
-        "xformers": "xformers.ops.memory_efficient_attention",
-        "flex": "torch.nn.attention.flex_attention, compiled",
-    }[name]
-
-
 def backend_report(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -122,8 +76,14 @@ def backend_report(
     dropout: bool = False,
     needs_grad: bool = False,
     deterministic: bool = False,
+    packed: bool = False,
 ) -> list[BackendStatus]:
-    """For each backend: can it run attention with these properties on this device, and if not, why."""
+    """For each backend: can it run attention with these properties on this device, and if not, why.
+
+    `packed` asks about `varlen_attention` instead, whose segments are the mask (so `mask` stays None).
+    """
+    if packed and mask is not None:
+        raise ValueError("packed attention takes its mask from the segments; leave mask=None with packed=True")
     device = torch.device(device)
     req = Request(
         device_type=device.type,
@@ -135,11 +95,11 @@ def backend_report(
         deterministic=deterministic,
         compute_capability=cuda_capability(device),
     )
-    chosen = choose(req)
+    chosen = choose(req, packed=packed)
     rows = []
     for name, backend in BACKENDS.items():
-        why = backend.reason(req)
-        text = _describe(name) if why is None else f"{why}; fix: {backend.fix}"
+        why = backend.reason(req, packed=packed)
+        text = backend.describe(packed=packed) if why is None else f"{why}; fix: {backend.fix}"
         rows.append(BackendStatus(name, why is None, text, chosen=name == chosen))
     return rows
 
@@ -203,20 +163,43 @@ def scaled_dot_product_attention(
     `attn_mask` is bool (True = attend) or additive, broadcastable to (B, H, N, M). Dropout is applied
     whenever `dropout_p > 0`: callers pass 0 outside training. A named backend that cannot run these
     inputs raises `BackendUnavailableError` with the reason and the fix; `auto` never does where
-    `math` could run.
+    `math` could run. Inside `use(...)` the scope's backend runs instead of `backend`.
     """
     _check_inputs(q, k, v, attn_mask, dropout_p)
-    name = canonical_name(backend)
-    req = Request.of(q, k, v, attn_mask, dropout_p, deterministic)
-    if name == "auto":
-        name = choose(req)
-    else:
-        why = BACKENDS[name].reason(req)
-        if why is not None:
-            raise BackendUnavailableError(
-                f"attention backend '{name}' cannot run here: it {why} "
-                f"(inputs: {q.dtype} on {q.device}, head_dim {q.shape[-1]}); fix: {BACKENDS[name].fix}"
-            )
-    return BACKENDS[name].run(
-        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale, deterministic=deterministic
-    )
+    entry, deterministic = _resolve(backend, deterministic, q, k, v, attn_mask, dropout_p, packed=False)
+    return entry.run(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale, deterministic=deterministic)
+
+
+def varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    segments: Segments,
+    *,
+    backend: str = "auto",
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    deterministic: bool = False,
+) -> torch.Tensor:
+    """Attention on (B, H, N, D) q and (B, H, M, D) k, v where each query sees only keys of its own segment.
+
+    Same contract as `scaled_dot_product_attention` otherwise. Each backend runs it on its varlen kernel
+    where it has one (`flash`, `xformers`, `flex`), else under the segments' dense block-diagonal mask;
+    `auto` picks the fastest usable one (`flash` -> `xformers` -> `sdpa` on CUDA, `sdpa` on CPU).
+    """
+    if not isinstance(segments, Segments):
+        raise TypeError(f"segments must be a vitkit.attention.Segments, got {type(segments).__name__}")
+    _check_inputs(q, k, v, None, dropout_p)
+    if segments.q_ids.shape != (q.shape[0], q.shape[2]) or segments.kv_ids.shape != (k.shape[0], k.shape[2]):
+        raise ValueError(
+            f"segment ids {tuple(segments.q_ids.shape)} / {tuple(segments.kv_ids.shape)} do not match q "
+            f"(B, N) = {(q.shape[0], q.shape[2])} and k (B, M) = {(k.shape[0], k.shape[2])}"
+        )
+    entry, deterministic = _resolve(backend, deterministic, q, k, v, None, dropout_p, packed=True)
+    return entry.run_packed(q, k, v, segments, dropout_p=dropout_p, scale=scale, deterministic=deterministic)
+
+
+def choose_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
+                  deterministic: bool = False) -> str:
+    """The backend `auto` runs packed attention on for these inputs."""
+    return choose(Request.of(q, k, v, None, dropout_p, deterministic), packed=True)

@@ -9,6 +9,7 @@ from .capability import HALF_DTYPES, Capability
 
 CAPABILITY = Capability(devices=("cpu", "cuda", "mps", "xpu", "meta"))
 FIX = "backend='math' runs on every device and dtype"
+ABOUT = "reference matmul-softmax-matmul, returns weights for maps"
 
 
 def attention_weights(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .capability import HALF_DTYPES, BackendUnavailableError, Capability
+from .capability import HALF_DTYPES, BackendUnavailableError, Capability, Request
 
 CAPABILITY = Capability(devices=("cpu", "cuda", "mps", "xpu"))
 FIX = "backend='sdpa' lets PyTorch pick among its kernels; backend='math' runs anywhere"
+ABOUT = "torch.nn.functional.scaled_dot_product_attention"
 
 # Sub-kernels that `sdpa:<name>` pins with `torch.nn.attention.sdpa_kernel`.
 SUB_KERNELS: dict[str, SDPBackend] = {
@@ -31,15 +34,23 @@ SUB_CAPABILITIES: dict[str, Capability] = {
 _DETERMINISTIC_CUDA = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
 
 
-def cuda_flash_reason(dtype: torch.dtype, compute_capability: tuple[int, int] | None, mask: str | None) -> str | None:
-    """SDPA's CUDA flash kernel is narrower than its CPU one: half precision, Ampere+, no mask."""
-    if dtype not in HALF_DTYPES:
+def _flash_reason(req: Request) -> str | None:
+    """SDPA's flash kernel: no dropout on CPU; on CUDA (FlashAttention-2) half precision, Ampere+, no mask."""
+    if req.device_type == "cpu" and req.dropout:
+        return "has no attention dropout on CPU"
+    if req.device_type != "cuda":
+        return None
+    if req.dtype not in HALF_DTYPES:
         return "takes float16/bfloat16 only on CUDA"
-    if compute_capability is not None and compute_capability < (8, 0):
+    if req.compute_capability is not None and req.compute_capability < (8, 0):
         return "needs compute capability >= 8.0 on CUDA"
-    if mask is not None:
+    if req.mask is not None:
         return "takes no attention mask on CUDA"
     return None
+
+
+# Limits of a sub-kernel beyond its capability.
+SUB_REASONS: dict[str, Callable[[Request], str | None]] = {"flash": _flash_reason}
 
 
 def run(

@@ -1,4 +1,7 @@
-"""xFormers `memory_efficient_attention`: (B, M, H, K) layout, masks as an additive attn_bias."""
+"""xFormers `memory_efficient_attention`: (B, M, H, K) layout, masks as an additive attn_bias.
+
+Packed sequences run on the unpadded tokens with a `BlockDiagonalMask`, so no mask tensor is built.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from types import ModuleType
 import torch
 
 from .capability import Capability, Request
+from .segments import Segments, pad_back, unpad
 
 CAPABILITY = Capability(
     devices=("cuda",),
@@ -15,6 +19,7 @@ CAPABILITY = Capability(
     deterministic_backward=False,  # its backward accumulates with atomics
 )
 FIX = "pip install 'vitkit[gpu]' (xformers) on a CUDA machine"
+ABOUT = "xformers.ops.memory_efficient_attention"
 
 
 @functools.cache
@@ -57,3 +62,15 @@ def run(
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, D) -> (B, N, H, D)
     out = ops().memory_efficient_attention(q, k, v, attn_bias=bias, p=dropout_p, scale=scale)
     return out.transpose(1, 2)  # (B, M, H, K) -> (B, H, N, D)
+
+
+def run_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments, *, dropout_p: float,
+               scale: float | None, deterministic: bool) -> torch.Tensor:
+    """The unpadded tokens of every segment as one sequence, kept apart by a `BlockDiagonalMask`."""
+    q_index, _, _, q_lens = segments.unpadded_q
+    kv_index, _, _, kv_lens = segments.unpadded_kv
+    xops = ops()
+    bias = xops.fmha.attn_bias.BlockDiagonalMask.from_seqlens(q_seqlen=q_lens, kv_seqlen=kv_lens)
+    qu, ku, vu = (unpad(t, i)[None] for t, i in ((q, q_index), (k, kv_index), (v, kv_index)))  # (1, total, H, D)
+    out = xops.memory_efficient_attention(qu, ku, vu, attn_bias=bias, p=dropout_p, scale=scale)
+    return pad_back(out[0], q_index, tuple(q.shape))

@@ -12,9 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from ..models.config import SimpleViTConfig, ViTConfig
-
-ModelConfig = ViTConfig | SimpleViTConfig
+from ..models.config import ViTConfig
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class Gemm:
 
 @dataclass(frozen=True)
 class Shape:
-    """What the FLOP count depends on, for either model family."""
+    """What the FLOP count depends on."""
 
     patches: int  # patch tokens per image
     tokens: int  # tokens through the blocks (patches + class/register tokens)
@@ -61,17 +59,11 @@ class Shape:
     head_flops: int  # pooling head + classifier, per image
 
 
-def model_shape(config: ModelConfig) -> Shape:
+def model_shape(config: ViTConfig) -> Shape:
     """The token counts and widths of `config` at its native image size."""
-    if isinstance(config, SimpleViTConfig):
-        (h, w), (ph, pw) = config.image_size, config.patch_size
-        patches, inner = (h // ph) * (w // pw), config.heads * config.dim_head
-        return Shape(patches, patches, config.channels * ph * pw, config.dim, inner, config.heads,
-                     config.mlp_dim, config.mlp_dim, config.depth, 2 * config.dim * config.num_classes)
-    (h, w), (ph, pw) = config.img_size, config.patch_size
-    grid = (-(-h // ph), -(-w // pw)) if config.dynamic_img_pad else (h // ph, w // pw)
-    patches, dim = grid[0] * grid[1], config.embed_dim
-    hidden = int(dim * config.mlp_ratio)
+    (ph, pw), (gh, gw) = config.patch_size, config.grid_size
+    patches, dim, hidden = gh * gw, config.embed_dim, config.mlp_width
+    inner = config.num_heads * (config.head_dim or dim // config.num_heads)
     mlp_in, mlp_hidden = {"mlp": (hidden, hidden), "swiglu": (2 * hidden, hidden),
                           "swiglu_packed": (hidden, hidden // 2)}[config.mlp_layer]
     head = 0
@@ -79,11 +71,11 @@ def model_shape(config: ModelConfig) -> Shape:
         if config.global_pool == "map":  # latent query, kv over the patch tokens, proj, MLP
             head = 2 * (dim * dim + patches * dim * 2 * dim + 2 * patches * dim + dim * dim + 2 * dim * hidden)
         head += 2 * dim * config.num_classes
-    return Shape(patches, patches + config.num_prefix_tokens, config.in_chans * ph * pw, dim, dim,
+    return Shape(patches, patches + config.num_prefix_tokens, config.in_chans * ph * pw, dim, inner,
                  config.num_heads, mlp_in, mlp_hidden, config.num_blocks, head)
 
 
-def block_gemms(config: ModelConfig, batch_size: int, train: bool = False) -> list[Gemm]:
+def block_gemms(config: ViTConfig, batch_size: int, train: bool = False) -> list[Gemm]:
     """The matrix products one transformer block runs on a batch (with their backward ones when `train`)."""
     s = model_shape(config)
     rows, head_dim = batch_size * s.tokens, s.inner // s.heads
@@ -98,7 +90,7 @@ def block_gemms(config: ModelConfig, batch_size: int, train: bool = False) -> li
     return forward + [g for f in forward for g in f.backward()] if train else forward
 
 
-def analytic_flops(config: ModelConfig, train: bool = False) -> int:
+def analytic_flops(config: ViTConfig, train: bool = False) -> int:
     """FLOPs per image of one forward pass, or of forward + backward when `train`.
 
     Backward costs twice the forward, except that the patch embedding needs no gradient for the

@@ -1,4 +1,4 @@
-"""Timing and memory primitives shared by every benchmark: devices, precisions, timed steps, peak memory."""
+"""Timing and memory primitives shared by every benchmark: devices, timed steps, peak memory (precisions: train)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIB = 2**20
 
 
@@ -30,21 +29,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but no CUDA device is visible here; use --device cpu")
     return device
-
-
-def precision_dtype(precision: str) -> torch.dtype:
-    """The compute dtype of 'fp32' | 'bf16' | 'fp16'; ValueError naming the choices otherwise."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return PRECISIONS[precision]
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for bf16/fp16 (weights stay fp32, as in training); nothing for fp32."""
-    dtype = precision_dtype(precision)
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager

@@ -12,9 +12,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..models.config import ViTConfig
+from ..train.precision import precision_dtype
 from .machine import machine_info
-from .measure import precision_dtype, resolve_device, summarize, torch_threads
+from .measure import resolve_device, summarize, torch_threads
 from .runner import Progress, bench_config, resolve_attention, run_worker
 from .spec import CandidateSpec, check_ints
 
@@ -40,11 +40,7 @@ class MemoryBenchSettings:
         precision_dtype(self.precision)
         (attention,) = resolve_attention([self.attention])
         object.__setattr__(self, "attention", attention)
-        config = bench_config(self.model, self.img_size)
-        if not isinstance(config, ViTConfig):
-            raise ValueError(f"model {self.model!r} is a {config.family} model without gradient checkpointing; "
-                             "pick a VisionTransformer (e.g. vit_base_patch16_224)")
-        depth = config.num_blocks
+        depth = bench_config(self.model, self.img_size).num_blocks
         levels = tuple(range(depth + 1)) if self.levels is None else tuple(sorted(set(self.levels)))
         if not levels or any(not isinstance(n, int) or not 0 <= n <= depth for n in levels):
             raise ValueError(f"levels must be block counts from 0 to {depth} (the model's depth), "

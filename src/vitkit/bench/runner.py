@@ -23,25 +23,22 @@ import torch
 
 from ..attention import BACKENDS, canonical_name
 from ..models import get_config
-from ..models.config import SimpleViTConfig
-from .candidates import PEERS, ModelConfig, Unsupported, check_vitkit, vitkit_attention
+from ..models.config import ViTConfig
+from ..train.precision import precision_dtype
+from .candidates import PEERS, Unsupported, vitkit_attention
 from .flops import analytic_flops
 from .machine import machine_info
-from .measure import precision_dtype, resolve_device, summarize, torch_threads
+from .measure import resolve_device, summarize, torch_threads
 from .spec import MODES, CandidateSpec, check_ints
 
 MODE_CHOICES = {"infer": ("infer",), "train": ("train",), "both": ("infer", "train")}
 Progress = Callable[[str], None]
 
 
-def bench_config(model: str, img_size: int | None = None) -> ModelConfig:
+def bench_config(model: str, img_size: int | None = None) -> ViTConfig:
     """The registered config of `model`, at `img_size` when given."""
     config = get_config(model)
-    if img_size is None:
-        return config
-    if isinstance(config, SimpleViTConfig):
-        return config.replace(image_size=img_size)
-    return config.replace(img_size=img_size)
+    return config if img_size is None else config.replace(img_size=img_size)
 
 
 def resolve_attention(names: Sequence[str]) -> tuple[str, ...]:
@@ -103,7 +100,7 @@ class ModelBenchSettings:
                              f"got {self.grad_checkpointing}")
 
     @property
-    def config(self) -> ModelConfig:
+    def config(self) -> ViTConfig:
         return bench_config(self.model, self.img_size)
 
     @property
@@ -217,7 +214,6 @@ def _skips(spec: CandidateSpec, settings: ModelBenchSettings, device: torch.devi
     skips = {}
     for mode in spec.modes:
         try:
-            check_vitkit(config, gc)
             vitkit_attention(config, spec.attention, device, precision_dtype(spec.precision), mode == "train")
         except Unsupported as err:
             skips[mode] = str(err)

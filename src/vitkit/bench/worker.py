@@ -19,25 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention import BackendUnavailableError
-from ..models import config_from_dict
-from .candidates import (
-    PEERS,
-    Built,
-    ModelConfig,
-    Unsupported,
-    build_vitkit,
-    check_vitkit,
-    image_shape,
-    vitkit_attention,
-)
+from ..models import ViTConfig, config_from_dict
+from ..train.precision import autocast, precision_dtype
+from .candidates import PEERS, Built, Unsupported, build_vitkit, image_shape, vitkit_attention
 from .ceiling import measure_ceiling
 from .flops import block_gemms, counted_flops, flop_counter
 from .measure import (
     MIB,
-    autocast,
     current_memory_mb,
     peak_memory_mb,
-    precision_dtype,
     reset_peak_memory,
     resolve_device,
     tensor_memory,
@@ -46,7 +36,7 @@ from .measure import (
 from .spec import MODES, CandidateSpec
 
 
-def make_batch(config: ModelConfig, batch_size: int, seed: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def make_batch(config: ViTConfig, batch_size: int, seed: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """The same images and labels for every candidate: drawn from their own generator, on the CPU."""
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn((batch_size, *image_shape(config)), generator=generator)
@@ -104,13 +94,13 @@ def _tensor_peak_mb(step: Callable[[], None], model: nn.Module, optimizer: torch
     return sum(sizes.values()) / MIB + added()
 
 
-def _attention_note(spec: CandidateSpec, config: ModelConfig, device: torch.device, train: bool) -> str:
+def _attention_note(spec: CandidateSpec, config: ViTConfig, device: torch.device, train: bool) -> str:
     """Which kernel `auto` runs; raises Unsupported when a named backend cannot run this mode here."""
     kernel = vitkit_attention(config, spec.attention, device, precision_dtype(spec.precision), train)
     return f"attention auto -> {kernel}" if spec.attention == "auto" else ""
 
 
-def _measure(spec: CandidateSpec, built: Built, config: ModelConfig, mode: str, device: torch.device,
+def _measure(spec: CandidateSpec, built: Built, config: ViTConfig, mode: str, device: torch.device,
              batch: tuple[torch.Tensor, ...]) -> dict[str, Any]:
     train = mode == "train"
     model = built.model
@@ -155,11 +145,9 @@ def _import(candidate: str) -> None:
             raise Unsupported(f"{peer.dist} cannot be imported here ({err}); fix: pip install {peer.dist}") from err
 
 
-def _build(spec: CandidateSpec, config: ModelConfig, device: torch.device) -> tuple[Built, float | None]:
+def _build(spec: CandidateSpec, config: ViTConfig, device: torch.device) -> tuple[Built, float | None]:
     """Check, import, read the memory baseline, build: (the candidate, the baseline in MiB)."""
-    if spec.candidate == "vitkit":
-        check_vitkit(config, spec.grad_checkpointing)
-    else:
+    if spec.candidate != "vitkit":
         PEERS[spec.candidate].check(config, spec.grad_checkpointing)
     _import(spec.candidate)
     base = current_memory_mb(device)

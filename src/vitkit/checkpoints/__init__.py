@@ -4,7 +4,15 @@ from .convert import Conversion, convert_state_dict
 from .detect import FORMATS, detect_format
 from .io import atomic_path, read_state_dict, save_state_dict
 from .model_dir import check_model_dir, load_model_dir
-from .pretrained import KeyReport, Loaded, key_report, load_checkpoint, load_pretrained, save_pretrained
+from .pretrained import (
+    KeyReport,
+    Loaded,
+    create_model,
+    key_report,
+    load_checkpoint,
+    load_pretrained,
+    save_pretrained,
+)
 
 __all__ = [
     "FORMATS",
@@ -14,6 +22,7 @@ __all__ = [
     "atomic_path",
     "check_model_dir",
     "convert_state_dict",
+    "create_model",
     "detect_format",
     "key_report",
     "load_checkpoint",

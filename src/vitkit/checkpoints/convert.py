@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from ..models import SimpleViTConfig, ViTConfig
+from ..models import ViTConfig
 from .detect import FORMATS, detect_format, get_format, strip_wrappers
-from .infer import infer_simple_vit_config, infer_vit_config
+from .infer import infer_vit_config
 from .keymap import StateDict
 
 
@@ -21,7 +21,7 @@ class Conversion:
     """The result of `convert_state_dict`; unpacks as `state_dict, config = convert_state_dict(...)`."""
 
     state_dict: StateDict
-    config: ViTConfig | SimpleViTConfig
+    config: ViTConfig
     source_format: str
     dropped: list[str] = field(default_factory=list)
     assumed: dict[str, str] = field(default_factory=dict)
@@ -35,7 +35,7 @@ def convert_state_dict(
     source_format: str = "auto",
     *,
     meta: dict[str, Any] | None = None,
-    config: ViTConfig | SimpleViTConfig | None = None,
+    config: ViTConfig | None = None,
     img_size: int | tuple[int, int] | None = None,
     source: str | None = None,
     **overrides: Any,
@@ -73,8 +73,7 @@ def convert_state_dict(
             for field_name, why in renamed.required.items():
                 if field_name not in overrides:
                     raise ValueError(f"cannot infer {field_name} from the weights: {why}; pass {field_name}=...")
-            infer = infer_simple_vit_config if renamed.family == "simple_vit" else infer_vit_config
-            config = infer(renamed, overrides, img_size)
+            config = infer_vit_config(renamed, overrides, img_size)
     except (ValueError, KeyError, IndexError, TypeError) as err:
         if detected and detected != name:
             raise ValueError(f"not a {name} checkpoint ({err}); its keys look like {detected} "

@@ -16,12 +16,15 @@ from torch import nn
 
 from ..models import ViTConfig
 from .hf_common import VITKIT_TO_HF_ACT
+from .infer import mlp_ratio_for
 from .io import save_state_dict, write_text
 from .keymap import StateDict, block_count, split_qkv
 from .pretrained import Loaded, load_checkpoint, save_pretrained
 
 EXPORT_FORMATS = ("vitkit", "timm", "hf", "hf-siglip", "hf-vit")
-TIMM_MLP_CLASSES = {"swiglu": "timm.layers.SwiGLU", "swiglu_packed": "timm.layers.SwiGLUPacked"}
+TIMM_MLP_CLASSES = {
+    "mlp": "timm.layers.Mlp", "swiglu": "timm.layers.SwiGLU", "swiglu_packed": "timm.layers.SwiGLUPacked",
+}
 
 
 def _vit_config(model: nn.Module, target: str) -> ViTConfig:
@@ -48,30 +51,42 @@ def _common_checks(c: ViTConfig) -> dict[str, bool]:
     }
 
 
-def timm_args(model: nn.Module) -> dict[str, Any]:
-    """{'model_args': keyword arguments of timm's VisionTransformer, 'objects': those timm takes only as Python
-    objects, written out (pass them as such)}."""
-    c = _vit_config(model, "timm")
+def timm_mlp_ratio(c: ViTConfig) -> float:
+    """timm's `mlp_ratio` for `c`: int(embed_dim * ratio) is the MLP width, also when `mlp_hidden_dim` sets it."""
+    return c.mlp_ratio if c.mlp_hidden_dim is None else mlp_ratio_for(c.mlp_hidden_dim, c.embed_dim)
+
+
+def timm_model_args(c: ViTConfig) -> dict[str, Any]:
+    """Keyword arguments of timm's VisionTransformer for `c` (plain values; the layers timm takes as Python
+    objects come from `timm_layers`); ValueError naming what timm cannot build."""
     _require(c, "timm", {**_common_checks(c), "a learned or no position table (pos_embed != 'sincos')":
                          c.pos_embed != "sincos"})
-    args = dict(
+    return dict(
         img_size=list(c.img_size), patch_size=list(c.patch_size), in_chans=c.in_chans, num_classes=c.num_classes,
         global_pool=c.global_pool, embed_dim=c.embed_dim, depth=c.depth, num_heads=c.num_heads,
-        mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias, qk_norm=c.qk_norm, proj_bias=c.proj_bias,
+        mlp_ratio=timm_mlp_ratio(c), qkv_bias=c.qkv_bias, qk_norm=c.qk_norm, proj_bias=c.proj_bias,
         init_values=c.init_values, class_token=c.class_token, pos_embed=c.pos_embed, no_embed_class=c.no_embed_class,
         reg_tokens=c.reg_tokens, pre_norm=c.norm_pre, final_norm=c.final_norm, fc_norm=c.fc_norm,
         dynamic_img_size=c.dynamic_img_size, dynamic_img_pad=c.dynamic_img_pad, act_layer=c.act_layer,
     )
+
+
+def timm_layers(c: ViTConfig) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The layers timm takes only as Python objects: argument -> (dotted class, keyword arguments to bind)."""
+    return {"norm_layer": ("torch.nn.LayerNorm", {"eps": c.norm_eps}), "mlp_layer": (TIMM_MLP_CLASSES[c.mlp_layer], {})}
+
+
+def timm_args(model: nn.Module) -> dict[str, Any]:
+    """{'model_args': keyword arguments of timm's VisionTransformer, 'objects': those timm takes only as Python
+    objects, written out (pass them as such), where they differ from timm's defaults}."""
+    c = _vit_config(model, "timm")
+    args = timm_model_args(c)
     objects = {}
     if c.mlp_layer != "mlp":
         objects["mlp_layer"] = TIMM_MLP_CLASSES[c.mlp_layer]
     if c.norm_eps != 1e-6:
         objects["norm_layer"] = f"functools.partial(torch.nn.LayerNorm, eps={c.norm_eps!r})"
     return {"model_args": args, "objects": objects}
-
-
-def _intermediate(sd: StateDict) -> int:
-    return sd["blocks.0.mlp.fc1.weight"].shape[0]
 
 
 def _hf_blocks(sd: StateDict, layer: str, names: dict[str, str]) -> StateDict:
@@ -105,15 +120,48 @@ def _hf_checks(c: ViTConfig) -> dict[str, bool]:
     }
 
 
-def hf_siglip(model: nn.Module) -> tuple[StateDict, dict[str, Any]]:
-    """(SiglipVisionModel state dict, its config.json)."""
-    c = _vit_config(model, "HF SigLIP")
+def _hf_common(c: ViTConfig) -> dict[str, Any]:
+    return {
+        "hidden_size": c.embed_dim, "intermediate_size": c.mlp_width, "num_hidden_layers": c.depth,
+        "num_attention_heads": c.num_heads, "num_channels": c.in_chans, "image_size": c.img_size[0],
+        "patch_size": c.patch_size[0], "hidden_act": VITKIT_TO_HF_ACT[c.act_layer], "layer_norm_eps": c.norm_eps,
+    }
+
+
+def hf_siglip_config(c: ViTConfig) -> dict[str, Any]:
+    """The config.json of the transformers SiglipVisionModel that computes `c`; ValueError naming what it lacks."""
     _require(c, "HF SiglipVisionModel", {
         **_hf_checks(c), "no class token": not c.class_token,
         "MAP pooling, or avg pooling after the final norm": c.global_pool == "map" or (
             c.global_pool == "avg" and not c.use_fc_norm),
         "no classifier (num_classes=0)": c.num_classes == 0,
     })
+    return {"architectures": ["SiglipVisionModel"], "model_type": "siglip_vision_model", **_hf_common(c),
+            "attention_dropout": 0.0, "vision_use_head": c.global_pool == "map"}
+
+
+def hf_vit_config(c: ViTConfig) -> dict[str, Any]:
+    """The config.json of the transformers ViTForImageClassification (ViTModel without a classifier) that computes
+    `c`; ValueError naming what it lacks."""
+    _require(c, "HF ViTModel", {
+        **_hf_checks(c), "a class token, pooled (global_pool='token')": c.class_token and c.global_pool == "token",
+        "the class token inside the position table (no_embed_class=False)": not c.no_embed_class,
+        "the final norm over all tokens (final_norm, no fc_norm)": c.final_norm and not c.use_fc_norm,
+    })
+    config: dict[str, Any] = {
+        "architectures": ["ViTForImageClassification" if c.num_classes else "ViTModel"], "model_type": "vit",
+        **_hf_common(c), "qkv_bias": c.qkv_bias, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+    }
+    if c.num_classes:
+        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(c.num_classes)}
+        config["label2id"] = {f"LABEL_{i}": i for i in range(c.num_classes)}
+    return config
+
+
+def hf_siglip(model: nn.Module) -> tuple[StateDict, dict[str, Any]]:
+    """(SiglipVisionModel state dict, its config.json)."""
+    c = _vit_config(model, "HF SigLIP")
+    config = hf_siglip_config(c)
     sd = model.state_dict()
     names = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "proj": "self_attn.out_proj",
              "norm1": "layer_norm1", "norm2": "layer_norm2", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
@@ -131,25 +179,13 @@ def hf_siglip(model: nn.Module) -> tuple[StateDict, dict[str, Any]]:
             out[f"head.layernorm.{kind}"] = sd[f"attn_pool.norm.{kind}"]
             out[f"head.mlp.fc1.{kind}"] = sd[f"attn_pool.mlp.fc1.{kind}"]
             out[f"head.mlp.fc2.{kind}"] = sd[f"attn_pool.mlp.fc2.{kind}"]
-    config = {
-        "architectures": ["SiglipVisionModel"], "model_type": "siglip_vision_model",
-        "hidden_size": c.embed_dim, "intermediate_size": _intermediate(sd), "num_hidden_layers": c.depth,
-        "num_attention_heads": c.num_heads, "num_channels": c.in_chans, "image_size": c.img_size[0],
-        "patch_size": c.patch_size[0], "hidden_act": VITKIT_TO_HF_ACT[c.act_layer], "layer_norm_eps": c.norm_eps,
-        "attention_dropout": 0.0, "vision_use_head": c.global_pool == "map",
-    }
     return out, config
-
 
 
 def hf_vit(model: nn.Module) -> tuple[StateDict, dict[str, Any]]:
     """(ViTForImageClassification state dict, or ViTModel's without a classifier; its config.json)."""
     c = _vit_config(model, "HF ViT")
-    _require(c, "HF ViTModel", {
-        **_hf_checks(c), "a class token, pooled (global_pool='token')": c.class_token and c.global_pool == "token",
-        "the class token inside the position table (no_embed_class=False)": not c.no_embed_class,
-        "the final norm over all tokens (final_norm, no fc_norm)": c.final_norm and not c.use_fc_norm,
-    })
+    config = hf_vit_config(c)
     sd = model.state_dict()
     prefix = "vit." if c.num_classes else ""
     names = {"q": "attention.attention.query", "k": "attention.attention.key", "v": "attention.attention.value",
@@ -163,16 +199,6 @@ def hf_vit(model: nn.Module) -> tuple[StateDict, dict[str, Any]]:
         out[f"{prefix}layernorm.{kind}"] = sd[f"norm.{kind}"]
         if c.num_classes:
             out[f"classifier.{kind}"] = sd[f"head.{kind}"]
-    config: dict[str, Any] = {
-        "architectures": ["ViTForImageClassification" if c.num_classes else "ViTModel"], "model_type": "vit",
-        "hidden_size": c.embed_dim, "intermediate_size": _intermediate(sd), "num_hidden_layers": c.depth,
-        "num_attention_heads": c.num_heads, "num_channels": c.in_chans, "image_size": c.img_size[0],
-        "patch_size": c.patch_size[0], "hidden_act": VITKIT_TO_HF_ACT[c.act_layer], "layer_norm_eps": c.norm_eps,
-        "qkv_bias": c.qkv_bias, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-    }
-    if c.num_classes:
-        config["id2label"] = {str(i): f"LABEL_{i}" for i in range(c.num_classes)}
-        config["label2id"] = {f"LABEL_{i}": i for i in range(c.num_classes)}
     return out, config
 
 

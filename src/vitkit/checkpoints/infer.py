@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..models import SimpleViTConfig, ViTConfig
+from ..models import ViTConfig
 from .keymap import Renamed, StateDict, block_count
 
 HEADS_NOTE = "(most ViTs use heads 64 wide, which would be {guess} here; check the model card)"
@@ -73,8 +73,13 @@ def infer_vit_config(renamed: Renamed, overrides: dict[str, Any], default_size: 
     if proj.dim() == 4:  # conv (D, C, ph, pw)
         found.setdefault("in_chans", proj.shape[1])
         found.setdefault("patch_size", tuple(proj.shape[2:]))
-    elif "patch_size" not in found:
-        raise _need("patch_size", f"a linear patch projection of {proj.shape[1]} inputs")
+    elif "patch_size" not in found:  # linear (D, C * ph * pw): a square patch of in_chans channels
+        chans = found.get("in_chans", 3)
+        side = _square_side(proj.shape[1] // chans) if proj.shape[1] % chans == 0 else None
+        if side is None:
+            raise _need("patch_size", f"a linear patch projection of {proj.shape[1]} inputs, not {chans} channels x "
+                        "a square patch")
+        found["patch_size"] = side
     patch = found["patch_size"] if isinstance(found["patch_size"], tuple) else (found["patch_size"],) * 2
     found["patch_size"] = patch
     if "img_size" in found and isinstance(found["img_size"], int):
@@ -127,37 +132,3 @@ def infer_vit_config(renamed: Renamed, overrides: dict[str, Any], default_size: 
         found.setdefault("fc_norm", has_fc_norm)
     found.setdefault("final_norm", has_norm or has_fc_norm)
     return ViTConfig(**found)
-
-
-def infer_simple_vit_config(renamed: Renamed, overrides: dict[str, Any], default_size: Any = None) -> SimpleViTConfig:
-    """The SimpleViTConfig of a vit-pytorch SimpleViT state dict (already in vitkit's SimpleViT layout);
-    `default_size` is its image size unless an override gives one (the weights never do)."""
-    sd, found = renamed.state_dict, {**renamed.hints, **overrides}
-    if default_size is not None:
-        found.setdefault("image_size", default_size)
-    if "img_size" in found:
-        found.setdefault("image_size", found.pop("img_size"))
-    if "num_heads" in found:
-        found.setdefault("heads", found.pop("num_heads"))
-    proj = sd["patch_embed.proj.weight"]  # (dim, channels * p * p)
-    dim, patch_dim = proj.shape
-    channels = found.setdefault("channels", 3)
-    if "patch_size" not in found:
-        side = _square_side(patch_dim // channels) if patch_dim % channels == 0 else None
-        if side is None:
-            raise _need("patch_size", f"patch_embed.proj takes {patch_dim} inputs, not {channels} x a square patch")
-        found["patch_size"] = side
-    if "image_size" not in found:
-        raise _need("image_size", "SimpleViT's sin-cos positions are not stored", "(or img_size=...) in pixels")
-    inner = sd["blocks.0.attn.qkv.weight"].shape[0] // 3
-    if "heads" not in found:
-        raise _need("heads", f"blocks.0.attn.qkv is {tuple(sd['blocks.0.attn.qkv.weight'].shape)}: heads x "
-                    f"dim_head = {inner}", "(vit-pytorch's default dim_head is 64)")
-    found.update(
-        dim=dim,
-        depth=block_count(sd),
-        mlp_dim=sd["blocks.0.mlp.fc1.weight"].shape[0],
-        dim_head=inner // found["heads"],
-        num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
-    )
-    return SimpleViTConfig(**found)

@@ -23,7 +23,6 @@ class Renamed:
     """
 
     state_dict: StateDict
-    family: str = "vit"
     hints: dict[str, Any] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     assumed: dict[str, str] = field(default_factory=dict)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -14,10 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers import EfficientAttention, resample_abs_pos_embed
-from ..models import ViTConfig, build_model, config_from_dict
+from .. import models
+from ..layers import EfficientAttention
+from ..models import VisionTransformer, ViTConfig, build_model, config_from_dict
 from .convert import Conversion, convert_state_dict
 from .io import save_state_dict, write_text
+from .keymap import rename
 from .sources import read_source
 
 CONFIG_NAME = "config.json"
@@ -132,24 +133,26 @@ class Loaded:
     assumed: dict[str, str] = field(default_factory=dict)
 
 
-def _resample_pos_embed(state_dict: dict[str, torch.Tensor], model: nn.Module,
-                        old_grid: tuple[int, int] | None) -> None:
-    """Fit the checkpoint's learned table to the model's grid (bicubic, prefix rows kept, the model's flavour).
-    `old_grid` None: the table's grid is taken to be square."""
+def fit_pos_embed(state_dict: dict[str, torch.Tensor], model: nn.Module, old_grid: tuple[int, int] | None) -> None:
+    """Fit the checkpoint's learned table of `old_grid` to the model's grid (`VisionTransformer.resample_pos_embed`).
+    `old_grid` None (the checkpoint states none): a table of the model's shape is taken as is, another as square."""
     pos, own = state_dict.get("pos_embed"), getattr(model, "pos_embed", None)
-    if pos is None or not isinstance(own, nn.Parameter) or not isinstance(model.config, ViTConfig):
+    if pos is None or not isinstance(own, nn.Parameter) or not isinstance(model, VisionTransformer):
         return
-    prefix = 0 if model.no_embed_class else model.num_prefix_tokens
-    new_grid = tuple(model.patch_embed.grid_size)
-    if old_grid is None:
-        side = math.isqrt(max(pos.shape[1] - prefix, 0))
-        old_grid = (side, side) if side * side == pos.shape[1] - prefix else new_grid
-    if (pos.shape == own.shape and old_grid == new_grid) or pos.shape[1] - prefix != old_grid[0] * old_grid[1]:
-        return  # already fits, or not a table of that grid: the key report names the mismatch
-    state_dict["pos_embed"] = resample_abs_pos_embed(
-        pos, new_size=new_grid, old_size=old_grid, num_prefix_tokens=prefix,
-        antialias=model.config.pos_embed_antialias,
-    )
+    if old_grid is None and pos.shape == own.shape:
+        return
+    try:
+        state_dict["pos_embed"] = model.resample_pos_embed(pos, old_grid)
+    except ValueError:
+        return  # not a table of that grid: the key report names the mismatch
+
+
+def upgrade_vitkit_weights(config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights of a vitkit directory with this `config.json` in today's layout. A SimpleViT written before
+    SimpleViT became a VisionTransformer configuration (family 'simple_vit') kept a pooled head norm as `norm`."""
+    if config.get("family") == "simple_vit" and config.get("head_norm") == "pooled":
+        return rename(state_dict, [(r"^norm\.", "fc_norm.")])
+    return state_dict
 
 
 def _drop_cut_blocks(state_dict: dict[str, torch.Tensor], model: nn.Module, dropped: list[str]) -> dict:
@@ -162,11 +165,6 @@ def _drop_cut_blocks(state_dict: dict[str, torch.Tensor], model: nn.Module, drop
         dropped.append(f"{len(cut)} keys of blocks {config.num_blocks}..{config.depth - 1} "
                        f"(select_layer={config.select_layer} keeps {config.num_blocks})")
     return {k: v for k, v in state_dict.items() if k not in cut}
-
-
-def _grid(config: Any) -> tuple[int, int]:
-    size = config.img_size if isinstance(config, ViTConfig) else config.image_size
-    return size[0] // config.patch_size[0], size[1] // config.patch_size[1]
 
 
 def load_checkpoint(
@@ -184,8 +182,9 @@ def load_checkpoint(
     conversion: Conversion | None = None
     if src.vitkit_config is not None and source_format in ("auto", "vitkit"):
         config = config_from_dict(src.vitkit_config)
+        old_grid: tuple[int, int] | None = config.grid_size  # the grid of its table, stated by the directory
         config = config.replace(**overrides) if overrides else config
-        state_dict, fmt = src.state_dict, "vitkit"
+        state_dict, fmt = upgrade_vitkit_weights(src.vitkit_config, src.state_dict), "vitkit"
     else:
         given = getattr(model, "config", None) if model is not None else None
         try:
@@ -194,16 +193,15 @@ def load_checkpoint(
         except ValueError as err:
             raise ValueError(f"{src.label}: {err}") from err
         state_dict, config, fmt = conversion.state_dict, conversion.config, conversion.source_format
-    old_grid = _grid(config) if model is None else None
+        old_grid = config.grid_size if model is None else None  # inferred from these weights, or unknown
     if model is None:
         if img_size is not None:
-            config = config.replace(**{"img_size" if isinstance(config, ViTConfig) else "image_size": img_size})
-        fast = config.replace(weight_init="skip") if isinstance(config, ViTConfig) else config
-        model = build_model(fast)  # every tensor is overwritten below: skip the init pass
+            config = config.replace(img_size=img_size)
+        model = build_model(config.replace(weight_init="skip"))  # every tensor is overwritten below: skip init
         model.config = config
     elif img_size is not None:
         raise ValueError("img_size applies when vitkit builds the model; build yours at that size instead")
-    _resample_pos_embed(state_dict, model, old_grid)
+    fit_pos_embed(state_dict, model, old_grid)
     dropped = list(conversion.dropped) if conversion else []
     state_dict = _drop_cut_blocks(state_dict, model, dropped)
     report = load_state_dict_checked(model, state_dict, src.label, strict=strict)
@@ -240,3 +238,16 @@ def load_pretrained(
     """
     return load_checkpoint(source, model=model, source_format=source_format, strict=strict, img_size=img_size,
                            trust_pickle=trust_pickle, **overrides).model
+
+
+def create_model(name: str, *, pretrained: str | os.PathLike | None = None, trust_pickle: bool = False,
+                 **overrides: Any) -> nn.Module:
+    """A registered model (`vitkit.list_models()`) with config fields overridden, e.g. `num_classes=10`.
+
+    `pretrained`: a checkpoint loaded into it with `load_pretrained(pretrained, model=..., trust_pickle=...)`,
+    in eval mode; without it the model is freshly initialised, in training mode as any new nn.Module.
+    """
+    model = models.create_model(name, **overrides)
+    if pretrained is not None:
+        load_pretrained(pretrained, model=model, trust_pickle=trust_pickle)
+    return model

@@ -1,10 +1,9 @@
-"""lucidrains' vit-pytorch: `SimpleViT` (-> vitkit SimpleViT) and `ViT` (-> VisionTransformer with its
-LayerNorm -> Linear -> LayerNorm patch projection). Neither stores its head count or, for SimpleViT, its
-image size; both use PyTorch's LayerNorm eps (1e-5) and exact GELU."""
+"""lucidrains' vit-pytorch: `SimpleViT` and `ViT`, each a VisionTransformer with its LayerNorm -> Linear ->
+LayerNorm patch projection (SimpleViT: sin-cos positions, mean of the normed tokens, bias-free attention). Neither
+stores its head count or, for SimpleViT, its image size; both use PyTorch's LayerNorm eps (1e-5) and exact GELU."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -39,23 +38,20 @@ VIT_RULES = [
     (r"^transformer\.norm\.", "norm."),
     (r"^mlp_head\.", "head."),
 ]
-ASSUMED_CHANNELS = "3 (the patch projection's input is channels x patch area; pass in_chans/channels if not RGB)"
+ASSUMED_CHANNELS = "3 (the patch projection's input is channels x patch area; pass in_chans= if not RGB)"
+# Both models; the patch size follows from the projection's width and in_chans (square patches unless told).
+HINTS = {"patch_embed": "norm_linear_norm", "norm_eps": 1e-5, "act_layer": "gelu", "in_chans": 3}
 
 
 def convert_vit_pytorch_simple(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     out = rename(state_dict, SIMPLE_RULES)
-    return Renamed(out, family="simple_vit", assumed={"channels": ASSUMED_CHANNELS})
-
-
-def _patch_size(patch_dim: int, channels: int) -> int | None:
-    side = math.isqrt(patch_dim // channels)
-    return side if patch_dim % channels == 0 and side * side * channels == patch_dim else None
+    hints = dict(HINTS, pos_embed="sincos", global_pool="avg", fc_norm=False)  # final norm on the tokens
+    return Renamed(out, hints=hints, assumed={"in_chans": ASSUMED_CHANNELS})
 
 
 def convert_vit_pytorch(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     out = rename(state_dict, VIT_RULES)
-    hints: dict[str, Any] = {"patch_embed": "norm_linear_norm", "norm_eps": 1e-5, "act_layer": "gelu",
-                             "in_chans": 3}
+    hints: dict[str, Any] = dict(HINTS)
     cls = out.pop("cls_token", None)  # (1, D) with pool='cls', (0, D) with pool='mean'
     if cls is not None and cls.shape[0]:
         out["cls_token"] = cls[None]  # (1, D) -> (1, 1, D)
@@ -63,10 +59,6 @@ def convert_vit_pytorch(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
         hints.update(global_pool="avg", fc_norm=False)  # mean of the normed tokens, no class token
     if "pos_embedding" in out:
         out["pos_embed"] = out.pop("pos_embedding")[None]  # (T, D) -> (1, T, D)
-    if "patch_embed.proj.weight" in out:
-        side = _patch_size(out["patch_embed.proj.weight"].shape[1], 3)
-        if side:
-            hints["patch_size"] = side
     for i in range(block_count(out)):
         # heads == 1 and dim_head == dim: vit-pytorch has no output projection; an identity one is exact.
         if f"blocks.{i}.attn.proj.weight" not in out and f"blocks.{i}.attn.qkv.weight" in out:

@@ -46,8 +46,6 @@ def eval_command(
     if max_tokens is not None and (max_tokens <= 0 or not packing):
         raise ValueError(f"--max-tokens needs --packing and a positive integer, got {max_tokens}")
     model, data_config, labels = _load(checkpoint, trust_pickle)
-    if packing and not hasattr(model, "forward_packed"):
-        raise ValueError(f"--packing needs a VisionTransformer; {checkpoint} holds a {type(model).__name__}")
     splits = load_splits(data, data_config, val_split=val_split, keep_aspect=packing)
     if len(splits.classes) != model.num_classes:
         raise ValueError(f"{data} has {len(splits.classes)} classes, the model {model.num_classes}")

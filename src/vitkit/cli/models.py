@@ -26,15 +26,13 @@ def _glob(pattern: str | None) -> str | None:
 def _table(infos: list[ModelInfo]) -> Table:
     table = Table(title=f"registered models ({len(infos)})")
     table.add_column("name", no_wrap=True)
-    table.add_column("family")
     table.add_column("params", justify="right")
     table.add_column("image", justify="right")
     table.add_column("pooling")
     for info in infos:
         height, width = info.img_size
         table.add_row(
-            Text(info.name), Text(info.family), f"{info.params / 1e6:.1f}M", f"{height}x{width}",
-            Text(info.global_pool),
+            Text(info.name), f"{info.params / 1e6:.1f}M", f"{height}x{width}", Text(info.global_pool),
         )
     return table
 
@@ -49,7 +47,7 @@ def models(
         False, "--pretrained-formats", help="List the checkpoint formats `load_pretrained` and `convert` read."
     ),
 ) -> None:
-    """List registered models: family, parameter count, image size and pooling."""
+    """List registered models: parameter count, image size and pooling."""
     if pretrained_formats:
         _print_formats(as_json)
         return

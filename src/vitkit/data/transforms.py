@@ -7,11 +7,15 @@ so a sample's view is the same however the data is sharded, batched, or resumed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+if TYPE_CHECKING:
+    from ..models import ViTConfig
 
 
 @dataclass(frozen=True)
@@ -32,11 +36,9 @@ class DataConfig:
                 )
 
     @classmethod
-    def of(cls, config: object) -> DataConfig:
-        """The data config of a ViTConfig or SimpleViTConfig."""
-        size = getattr(config, "img_size", None) or config.image_size
-        chans = getattr(config, "in_chans", None) or config.channels
-        return cls(tuple(size), chans, tuple(config.mean), tuple(config.std))
+    def of(cls, config: ViTConfig) -> DataConfig:
+        """The data config of a model's ViTConfig."""
+        return cls(tuple(config.img_size), config.in_chans, tuple(config.mean), tuple(config.std))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """(C, H, W) or (B, C, H, W) in [0, 1] -> normalised by mean/std (broadcast when one value)."""

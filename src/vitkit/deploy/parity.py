@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attention import BackendUnavailableError, canonical_name
+from ..attention import BackendUnavailableError, canonical_name, use
 from ..data import DataConfig
 
 # Backends an exporter can trace into portable operators; flash / xformers / flex are custom kernels.
@@ -20,27 +20,15 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_BATCH_SIZES = (1, 3)
 
 
-def _attention_layers(model: nn.Module) -> list[nn.Module]:
-    """Every module with a configurable attention kernel (attention layers, the MAP head)."""
-    return [m for m in model.modules() if hasattr(m, "attention_type") and isinstance(m.attention_type, str)]
-
-
 @contextlib.contextmanager
 def export_attention(model: nn.Module, backend: str = "sdpa") -> Iterator[nn.Module]:
-    """Run every attention layer of `model` (blocks and MAP head) on `backend` inside the block, whatever its
-    configured `attention_type`; the configured one is restored on exit, also after an error."""
+    """Run every attention layer of `model` (blocks and MAP head) on `backend` inside the block, whatever the
+    backend the model runs (`vitkit.attention.use`); outside it, the model's own backend again."""
     name = canonical_name(backend)
     if name not in EXPORT_BACKENDS:
         raise ValueError(f"attention backend {backend!r} cannot be exported; use one of {', '.join(EXPORT_BACKENDS)}")
-    layers = _attention_layers(model)
-    saved = [m.attention_type for m in layers]
-    try:
-        for layer in layers:
-            layer.attention_type = name
+    with use(name):
         yield model
-    finally:
-        for layer, value in zip(layers, saved, strict=True):
-            layer.attention_type = value
 
 
 @contextlib.contextmanager
@@ -110,7 +98,7 @@ class ParityCheck:
 
 def _reference(model: nn.Module, images: torch.Tensor, backend: str) -> tuple[torch.Tensor, str]:
     """The model's own output, on its configured attention when that runs here, else on the export backend."""
-    configured = "/".join(sorted({m.attention_type for m in _attention_layers(model)})) or "none"
+    configured = model.attention_backend
     with torch.no_grad():
         try:
             return model(images), f"attention {configured}"

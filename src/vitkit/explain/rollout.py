@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..layers import AttentionPoolLatent, EfficientAttention
+from ..models import VisionTransformer
 
 METHODS = ("rollout", "last")
 
@@ -72,13 +73,12 @@ def attention_rollout(layers: list[torch.Tensor], *, residual: bool = True) -> t
     return rollout
 
 
-def _pool_kind(model: nn.Module) -> str:
+def _pool_kind(model: VisionTransformer) -> str:
     """How the model's head reads its tokens: 'token' (row 0), 'map' (latent query), or 'avg' (every patch)."""
-    pool = getattr(model, "global_pool", "avg")  # SimpleViT: mean pooling
-    return pool if pool in ("token", "map") else "avg"
+    return model.global_pool if model.global_pool in ("token", "map") else "avg"
 
 
-def patch_heat(model: nn.Module, record: AttentionRecord, method: str = "rollout") -> torch.Tensor:
+def patch_heat(model: VisionTransformer, record: AttentionRecord, method: str = "rollout") -> torch.Tensor:
     """(B, num_patches): how much the pooled representation draws from each patch, by `method`.
 
     rollout: the whole stack's rollout, read the way the head reads tokens — the class token's row; for MAP
@@ -90,7 +90,7 @@ def patch_heat(model: nn.Module, record: AttentionRecord, method: str = "rollout
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not record.blocks:
         raise ValueError("no attention was recorded; run the model inside record_attention(model)")
-    prefix = getattr(model, "num_prefix_tokens", 0)
+    prefix = model.num_prefix_tokens
     kind = _pool_kind(model)
     if kind == "map" and record.pool is None:
         raise ValueError("the model pools with MAP but its attention pool did not run; call model(images)")
@@ -105,12 +105,9 @@ def patch_heat(model: nn.Module, record: AttentionRecord, method: str = "rollout
     return tokens[:, prefix:, prefix:].mean(dim=1)
 
 
-def patch_grid(model: nn.Module, height: int, width: int) -> tuple[int, int]:
+def patch_grid(model: VisionTransformer, height: int, width: int) -> tuple[int, int]:
     """The (rows, columns) of patches an input of height x width gives this model."""
-    embed = getattr(model, "patch_embed", None)
-    if embed is not None and hasattr(embed, "grid_for"):
-        return tuple(embed.grid_for(height, width))
-    return tuple(model.grid_size)
+    return tuple(model.patch_embed.grid_for(height, width))
 
 
 def normalise(heat: torch.Tensor) -> torch.Tensor:
@@ -131,7 +128,7 @@ class AttentionMaps:
 
 
 @torch.no_grad()
-def attention_maps(model: nn.Module, images: torch.Tensor, *, method: str = "rollout") -> AttentionMaps:
+def attention_maps(model: VisionTransformer, images: torch.Tensor, *, method: str = "rollout") -> AttentionMaps:
     """Run `model` in eval mode (its mode is restored after) on preprocessed `images` (B, C, H, W) and return
     where it looked, per patch."""
     if method not in METHODS:

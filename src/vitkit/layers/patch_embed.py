@@ -19,10 +19,9 @@ def to_2tuple(x: int | tuple[int, int] | list[int], name: str) -> tuple[int, int
     return pair  # type: ignore[return-value]
 
 
-def check_images(x: object, in_chans: int, weight: torch.Tensor, chans_arg: str = "in_chans") -> None:
+def check_images(x: object, in_chans: int, weight: torch.Tensor) -> None:
     """TypeError / ValueError saying what is wrong with an image batch for a model whose first weight is
-    `weight`, and how to fix it, before torch fails somewhere deeper with a less helpful message. `chans_arg`
-    is the model's name for its channel count (in_chans; SimpleViT's channels)."""
+    `weight`, and how to fix it, before torch fails somewhere deeper with a less helpful message."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor (batch, {in_chans}, height, width), got "
                         f"{type(x).__name__}; convert with torch.as_tensor(...)")
@@ -31,8 +30,8 @@ def check_images(x: object, in_chans: int, weight: torch.Tensor, chans_arg: str 
         raise ValueError(f"images must be 4-D (batch, {in_chans}, height, width), got shape {tuple(x.shape)}{hint}")
     if x.shape[1] != in_chans:
         raise ValueError(f"images must be (batch, {in_chans}, height, width): they have {x.shape[1]} channels but "
-                         f"the model takes {chans_arg}={in_chans}; convert the images to {in_chans} channels or "
-                         f"build the model with {chans_arg}={x.shape[1]}")
+                         f"the model takes in_chans={in_chans}; convert the images to {in_chans} channels or "
+                         f"build the model with in_chans={x.shape[1]}")
     if x.shape[0] == 0:
         raise ValueError("images is an empty batch (batch size 0); pass at least one image")
     if not x.is_floating_point():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import Segments, attention_weights, scaled_dot_product_attention, varlen_attention
+from ..attention import Segments, attention_weights, canonical_name, scaled_dot_product_attention, varlen_attention
 from .mlp import Mlp
 from .norm import create_norm
 
@@ -26,6 +26,22 @@ def pool_tokens(x: torch.Tensor, pool_type: str, num_prefix_tokens: int) -> torc
     return x
 
 
+def pool_segments(patches: torch.Tensor, image: torch.Tensor, num_images: int, pool_type: str) -> torch.Tensor:
+    """`pool_tokens` over packed patch tokens: (P, D) patches, each tagged with its image (P,) -> (num_images, D),
+    row i pooled over image i's patches alone ('avg', 'max', 'avgmax')."""
+    if pool_type not in ("avg", "max", "avgmax"):
+        raise ValueError(f"pool_segments pools 'avg', 'max' or 'avgmax' over patches, not {pool_type!r}")
+    D = patches.shape[-1]
+    counts = torch.bincount(image, minlength=num_images).clamp(min=1).to(patches.dtype)
+    mean = patches.new_zeros(num_images, D).index_add(0, image, patches) / counts[:, None]
+    if pool_type == "avg":
+        return mean
+    most = patches.new_full((num_images, D), float("-inf")).scatter_reduce(
+        0, image[:, None].expand_as(patches), patches, reduce="amax", include_self=True
+    )
+    return most if pool_type == "max" else 0.5 * (most + mean)
+
+
 class AttentionPoolLatent(nn.Module):
     """Multihead attention pooling (MAP): a learned latent query attends over the tokens, then an MLP.
 
@@ -44,6 +60,8 @@ class AttentionPoolLatent(nn.Module):
         norm_eps: float = 1e-5,
         attention_type: str = "auto",
         drop: float = 0.0,
+        deterministic: bool = False,
+        mlp_hidden_dim: int | None = None,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -51,14 +69,15 @@ class AttentionPoolLatent(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.latent_len = latent_len
-        self.attention_type = attention_type
+        self.attention_type = canonical_name(attention_type)
+        self.deterministic = deterministic
         self.latent = nn.Parameter(torch.zeros(1, latent_len, dim))
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(drop)
         self.norm = create_norm(norm_layer, dim, norm_eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer)
+        self.mlp = Mlp(dim, mlp_hidden_dim or int(dim * mlp_ratio), act_layer=act_layer)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tokens (B, N, C) -> the latent queries (B, H, L, D) and the tokens' keys and values, each (B, H, N, D)."""
@@ -77,7 +96,8 @@ class AttentionPoolLatent(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, _, C = x.shape
         q, k, v = self._qkv(x)
-        x = scaled_dot_product_attention(q, k, v, backend=self.attention_type, attn_mask=attn_mask)
+        x = scaled_dot_product_attention(q, k, v, backend=self.attention_type, attn_mask=attn_mask,
+                                         deterministic=self.deterministic)
         x = x.transpose(1, 2).reshape(B, self.latent_len, C)  # (B, H, L, D) -> (B, L, C)
         return self._finish(x)
 
@@ -96,7 +116,7 @@ class AttentionPoolLatent(nn.Module):
         kv = self.kv(x).reshape(1, S * T, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)  # each (1, H, S*T, D)
         segments = Segments(order.repeat_interleave(self.latent_len)[None], kv_ids.reshape(1, S * T))
-        x = varlen_attention(q, k, v, segments, backend=self.attention_type)
+        x = varlen_attention(q, k, v, segments, backend=self.attention_type, deterministic=self.deterministic)
         x = x.transpose(1, 2).reshape(num, self.latent_len, C)  # (1, H, I*L, D) -> (I, L, C), `order` order
         x = x[torch.argsort(order)]  # -> segment id order
         return self._finish(x)

@@ -16,7 +16,7 @@ def resample_abs_pos_embed(
 ) -> torch.Tensor:
     """Resample a (1, prefix + h*w, D) table to `new_size`, keeping prefix rows; interpolates in float32.
 
-    timm's flavour (antialias=True); HF's `interpolate_pos_encoding` flavours are separate callers.
+    `antialias=True` is timm's flavour; False is HF's `interpolate_pos_encoding` (bicubic, no antialias).
     """
     num_new = new_size[0] * new_size[1] + num_prefix_tokens
     if old_size is None:

@@ -1,6 +1,6 @@
 """Models, their configs, and the registry of named configurations."""
 
-from .config import SimpleViTConfig, ViTConfig, config_from_dict
+from .config import ViTConfig, config_from_dict, simple_vit_config
 from .registry import ModelInfo, build_model, create_model, get_config, list_models, model_info
 from .simple_vit import SimpleViT
 from .vision_transformer import VisionTransformer
@@ -8,7 +8,6 @@ from .vision_transformer import VisionTransformer
 __all__ = [
     "ModelInfo",
     "SimpleViT",
-    "SimpleViTConfig",
     "ViTConfig",
     "VisionTransformer",
     "build_model",
@@ -17,4 +16,5 @@ __all__ = [
     "get_config",
     "list_models",
     "model_info",
+    "simple_vit_config",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -120,7 +121,8 @@ class ViTConfig(_Config):
     `head_drop_rate` is timm's classifier dropout. `pre_norm` chooses pre- vs post-norm blocks;
     `norm_pre` is CLIP's extra norm before the blocks. `select_layer` keeps blocks as DeepSeek-VL2
     does (-1 all, -2 all but the last, k > 0 the first k). `head_dim` decouples the attention width
-    from `embed_dim` (vit-pytorch's `dim_head`). `pos_embed_antialias` picks how a learned table is
+    from `embed_dim` (vit-pytorch's `dim_head`); `mlp_hidden_dim` sets the MLP width exactly, overriding
+    `mlp_ratio` (vit-pytorch's `mlp_dim`). `pos_embed_antialias` picks how a learned table is
     resampled for another grid: bicubic with antialias as timm, or without as HF's `interpolate_pos_encoding`.
     `patch_embed='norm_linear_norm'` is vit-pytorch's LayerNorm -> Linear -> LayerNorm patch projection.
     `check_finite=True` makes the forward pass reject images holding NaN or Inf (one reduction over the input).
@@ -144,6 +146,7 @@ class ViTConfig(_Config):
     num_heads: int = 12
     head_dim: int | None = None
     mlp_ratio: float = 4.0
+    mlp_hidden_dim: int | None = None
     qkv_bias: bool = True
     qk_norm: bool = False
     proj_bias: bool = True
@@ -207,7 +210,9 @@ class ViTConfig(_Config):
                 f"img_size {self.img_size} is not divisible by patch_size {self.patch_size}; pick a multiple "
                 "of the patch size, or set dynamic_img_pad=True (pad) or crop_remainder=True (as timm)"
             )
-        if self.mlp_ratio <= 0 or int(self.embed_dim * self.mlp_ratio) < 1:
+        if self.mlp_hidden_dim is not None:
+            _positive_int("mlp_hidden_dim", self.mlp_hidden_dim)
+        elif self.mlp_ratio <= 0 or int(self.embed_dim * self.mlp_ratio) < 1:
             raise ValueError(f"mlp_ratio must give an MLP width int(embed_dim * mlp_ratio) >= 1, got {self.mlp_ratio}")
         if self.norm_eps <= 0:
             raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
@@ -222,10 +227,10 @@ class ViTConfig(_Config):
             set_(self, "norm_eps", eps)
         set_(self, "act_layer", activation_name(self.act_layer))
         set_(self, "mlp_layer", mlp_layer_name(self.mlp_layer))
-        if self.mlp_layer == "swiglu_packed" and int(self.embed_dim * self.mlp_ratio) % 2:
+        if self.mlp_layer == "swiglu_packed" and self.mlp_width % 2:
             raise ValueError(
-                f"mlp_layer='swiglu_packed' splits its hidden width in half (gate + value), so "
-                f"int(embed_dim * mlp_ratio) = {int(self.embed_dim * self.mlp_ratio)} must be even; change mlp_ratio"
+                f"mlp_layer='swiglu_packed' splits its hidden width in half (gate + value), so the MLP width "
+                f"(mlp_hidden_dim, or int(embed_dim * mlp_ratio)) = {self.mlp_width} must be even; change mlp_ratio"
             )
         set_(self, "attention_type", canonical_name(self.attention_type))
         if self.global_pool not in POOL_TYPES:
@@ -265,6 +270,17 @@ class ViTConfig(_Config):
         return min(self.depth, self.select_layer)
 
     @property
+    def mlp_width(self) -> int:
+        """The MLP's hidden width: `mlp_hidden_dim`, else int(embed_dim * mlp_ratio)."""
+        return self.mlp_hidden_dim or int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """The patch grid at `img_size` (padded up with `dynamic_img_pad`, else the remainder cropped)."""
+        (h, w), (ph, pw) = self.img_size, self.patch_size
+        return (-(-h // ph), -(-w // pw)) if self.dynamic_img_pad else (h // ph, w // pw)
+
+    @property
     def num_prefix_tokens(self) -> int:
         return int(self.class_token) + self.reg_tokens
 
@@ -274,85 +290,102 @@ class ViTConfig(_Config):
         return self.global_pool in ("avg", "max", "avgmax") if self.fc_norm is None else self.fc_norm
 
 
-@dataclass(frozen=True)
-class SimpleViTConfig(_Config):
-    """SimpleViT (Beyer et al. 2022; seed 003): sin-cos positions, mean pooling, no class token.
+# SimpleViT's argument names (seed 003, vit-pytorch) for the ViTConfig fields they set, to name both in errors.
+SIMPLE_VIT_NAMES = {"img_size": "image_size", "in_chans": "channels", "embed_dim": "dim", "num_heads": "heads",
+                    "mlp_hidden_dim": "mlp_dim", "head_dim": "dim_head"}
+HEAD_NORMS = {"pooled": True, "tokens": False}  # SimpleViT's head_norm -> ViTConfig.fc_norm
 
-    `head_norm='tokens'` normalises every token before the mean (big_vision, vit-pytorch `SimpleViT`);
-    'pooled' normalises the mean (seed 003, vit-pytorch `simple_flash_attn_vit`). `check_finite=True` makes the
-    forward pass reject images holding NaN or Inf.
+
+def simple_vit_config(
+    image_size: int | tuple[int, int],
+    patch_size: int | tuple[int, int],
+    num_classes: int,
+    dim: int,
+    depth: int,
+    heads: int,
+    mlp_dim: int,
+    channels: int = 3,
+    dim_head: int = 64,
+    use_flash: bool = True,
+    *,
+    attention_type: str | None = None,
+    head_norm: str = "pooled",
+    **fields: Any,
+) -> ViTConfig:
+    """The ViTConfig of SimpleViT (Beyer et al. 2022; seed 003) from seed 003's arguments: norm-linear-norm
+    patches, fixed 2D sin-cos positions, no class token, mean pooling, qkv and output projection without bias,
+    LayerNorm eps 1e-5, exact GELU, an MLP exactly `mlp_dim` wide, PyTorch's default initialisation.
+
+    `use_flash` runs PyTorch SDPA (True) or the explicit math path; `attention_type` overrides it with any backend.
+    `head_norm='pooled'` normalises the mean (seed 003, vit-pytorch's `simple_flash_attn_vit`); 'tokens' every
+    token before it (vit-pytorch's `SimpleViT`, big_vision). `fields`: other ViTConfig fields (check_finite,
+    mean, std, dynamic_img_size, drop_path_rate, ...).
     """
-
-    family: ClassVar[str] = "simple_vit"
-    required: ClassVar[tuple[str, ...]] = (
-        "image_size", "patch_size", "num_classes", "dim", "depth", "heads", "mlp_dim", "channels", "dim_head",
+    if not isinstance(use_flash, bool):
+        raise ValueError(f"use_flash must be True or False, got {use_flash!r}")
+    if head_norm not in HEAD_NORMS:
+        raise ValueError(f"head_norm must be 'pooled' (seed 003) or 'tokens' (vit-pytorch SimpleViT), got "
+                         f"{head_norm!r}")
+    mapped = dict(
+        img_size=image_size, patch_size=patch_size, num_classes=num_classes, embed_dim=dim, depth=depth,
+        num_heads=heads, mlp_hidden_dim=mlp_dim, in_chans=channels, head_dim=dim_head,
+        attention_type=("sdpa" if use_flash else "math") if attention_type is None else attention_type,
+        fc_norm=HEAD_NORMS[head_norm], qkv_bias=False, proj_bias=False, class_token=False, global_pool="avg",
+        pos_embed="sincos", patch_embed="norm_linear_norm", norm_layer="layernorm", norm_eps=1e-5, act_layer="gelu",
     )
-
-    image_size: int | tuple[int, int] = 224
-    patch_size: int | tuple[int, int] = 16
-    num_classes: int = 1000
-    dim: int = 384
-    depth: int = 12
-    heads: int = 6
-    mlp_dim: int = 1536
-    channels: int = 3
-    dim_head: int = 64
-    use_flash: bool = True
-    attention_type: str | None = None
-    head_norm: str = "tokens"
-    check_finite: bool = False
-    mean: tuple[float, float, float] = HALF_MEAN
-    std: tuple[float, float, float] = HALF_STD
-
-    def __post_init__(self) -> None:
-        _check_types(self)
-        _check_mean_std(self)
-        object.__setattr__(self, "image_size", to_2tuple(self.image_size, "image_size"))
-        object.__setattr__(self, "patch_size", to_2tuple(self.patch_size, "patch_size"))
-        for name in ("dim", "depth", "heads", "mlp_dim", "channels", "dim_head"):
-            _positive_int(name, getattr(self, name))
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0 (0 = no classifier), got {self.num_classes!r}")
-        if any(i % p for i, p in zip(self.image_size, self.patch_size, strict=True)):
-            raise ValueError(
-                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
-            )
-        if self.dim % 4:
-            raise ValueError(f"dim must be divisible by 4 for the sin-cos position embedding, got {self.dim}")
-        if self.head_norm not in ("tokens", "pooled"):
-            raise ValueError(f"head_norm must be 'tokens' or 'pooled', got {self.head_norm!r}")
-        if self.attention_type is not None:
-            object.__setattr__(self, "attention_type", canonical_name(self.attention_type))
-
-    @property
-    def backend(self) -> str:
-        """The attention kernel: `attention_type` if given, else SDPA for use_flash, the math path if not."""
-        if self.attention_type is not None:
-            return self.attention_type
-        return "sdpa" if self.use_flash else "math"
+    fixed = sorted(set(fields) & set(mapped))
+    if fixed:
+        raise ValueError(f"SimpleViT sets {', '.join(fixed)} itself (pass its own arguments, or build a "
+                         "VisionTransformer for other choices)")
+    try:  # PyTorch's default initialisation unless told otherwise, as seed 003 and vit-pytorch
+        return ViTConfig().replace(**mapped, **{"weight_init": "skip", **fields})  # type: ignore[return-value]
+    except ValueError as err:
+        named = [f"{ours} is ViTConfig's {theirs}" for theirs, ours in SIMPLE_VIT_NAMES.items() if theirs in str(err)]
+        raise ValueError(f"{err} (SimpleViT's {', '.join(named)})" if named else str(err)) from err
 
 
-CONFIG_CLASSES: dict[str, type[_Config]] = {c.family: c for c in (ViTConfig, SimpleViTConfig)}
+# The fields of a 'simple_vit' config.json, written by vitkit before SimpleViT became a ViTConfig (first the ones
+# it had to state); `head_norm` defaulted to 'tokens' then.
+LEGACY_SIMPLE_VIT_FIELDS = (
+    "image_size", "patch_size", "num_classes", "dim", "depth", "heads", "mlp_dim", "channels", "dim_head",
+    "use_flash", "attention_type", "head_norm", "check_finite", "mean", "std",
+)
 
 
-def config_from_dict(data: dict[str, Any]) -> ViTConfig | SimpleViTConfig:
-    """Rebuild a config from its dict (as in config.json), picking the class by its 'family' key.
+def _legacy_simple_vit(data: dict[str, Any]) -> ViTConfig:
+    """The ViTConfig of an old 'simple_vit' config dict (the same model, outputs and weights)."""
+    unknown = sorted(set(data) - set(LEGACY_SIMPLE_VIT_FIELDS))
+    if unknown:
+        raise ValueError(f"simple_vit config has fields vitkit's SimpleViT never had: {', '.join(unknown)}")
+    return simple_vit_config(**{"head_norm": "tokens", **data})
 
-    The shape-defining fields (`required`) must be present; unknown fields are refused, others default.
+
+# family -> (the fields config.json must state, the reader of its dict).
+_READERS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, Any]], ViTConfig]]] = {
+    ViTConfig.family: (ViTConfig.required, ViTConfig.from_dict),  # type: ignore[dict-item]
+    "simple_vit": (LEGACY_SIMPLE_VIT_FIELDS[:9], _legacy_simple_vit),
+}
+
+
+def config_from_dict(data: dict[str, Any]) -> ViTConfig:
+    """Rebuild a config from its dict (as in config.json), read by its 'family' key ('simple_vit', vitkit's
+    earlier SimpleViT config, becomes the equivalent ViTConfig).
+
+    The shape-defining fields must be present; unknown fields are refused, others default.
     """
     if not isinstance(data, dict):
         raise ValueError(f"a model config is a JSON object of fields, got {type(data).__name__}")
     family = data.get("family")
-    if not isinstance(family, str) or family not in CONFIG_CLASSES:
+    if not isinstance(family, str) or family not in _READERS:
         raise ValueError(
-            f"config has family {family!r}; expected one of {', '.join(CONFIG_CLASSES)} "
+            f"config has family {family!r}; expected one of {', '.join(_READERS)} "
             "(is this a vitkit config.json?)"
         )
-    cls = CONFIG_CLASSES[family]
-    missing = [name for name in cls.required if name not in data]
+    required, read = _READERS[family]
+    missing = [name for name in required if name not in data]
     if missing:
         raise ValueError(
             f"{family} config lacks required fields: {', '.join(missing)}; add them (a config written by "
             "vitkit.save_pretrained has every field)"
         )
-    return cls.from_dict(data)  # type: ignore[return-value]
+    return read({k: v for k, v in data.items() if k != "family"})

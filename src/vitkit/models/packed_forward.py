@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..layers import pool_segments
 from ..packing import PackedBatch, TokenDrop
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def _patch_positions(model: VisionTransformer, batch: PackedBatch) -> torch.Tens
     skip = 0 if model.no_embed_class else model.num_prefix_tokens  # prefix rows of the table
     tables, base, at = [], {}, 0
     for grid in sorted(set(batch.grid_sizes)):  # one resampling per distinct grid
-        table = model._pos_embed_for(*grid)[0, skip:]  # (h*w, D)
+        table = model.pos_embed_for(*grid)[0, skip:]  # (h*w, D)
         base[grid] = at
         at += table.shape[0]
         tables.append(table)
@@ -83,33 +84,19 @@ def embed_packed(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor:
 
 def forward_packed_features(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor:
     """A prepared batch -> normalised tokens (S, T, D) in the batch's layout (padding slots meaningless)."""
-    x = embed_packed(model, batch)
-    segments = batch.segments()
-    for i in range(len(model.blocks)):
-        x = model._block(i, x, segments)
-    return model.norm(x)
+    return model.norm(model.forward_blocks(embed_packed(model, batch), batch.segments()))
 
 
 def pool_packed(model: VisionTransformer, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
     """Packed tokens (S, T, D) -> (I, D), each image pooled over its own tokens by `global_pool`."""
     flat = x.reshape(-1, x.shape[-1])  # (S*T, D)
-    num = batch.num_images
     if model.attn_pool is not None:
         kv_ids = torch.full((flat.shape[0],), -1, dtype=torch.long, device=x.device)
         kv_ids[batch.patch_slots] = batch.patch_image  # MAP pools patch tokens only, as `pool` does
         return model.attn_pool.forward_segments(x, kv_ids.view(x.shape[:2]), batch.image_order())
     if model.global_pool == "token":
         return flat[batch.sequence * batch.seq_len + batch.offsets]
-    patches = flat[batch.patch_slots]  # (P, D)
-    index = batch.patch_image
-    counts = torch.bincount(index, minlength=num).clamp(min=1).to(x.dtype)
-    mean = x.new_zeros(num, x.shape[-1]).index_add(0, index, patches) / counts[:, None]
-    if model.global_pool == "avg":
-        return mean
-    most = x.new_full((num, x.shape[-1]), float("-inf")).scatter_reduce(
-        0, index[:, None].expand_as(patches), patches, reduce="amax", include_self=True
-    )
-    return most if model.global_pool == "max" else 0.5 * (most + mean)
+    return pool_segments(flat[batch.patch_slots], batch.patch_image, batch.num_images, model.global_pool)
 
 
 def forward_packed(

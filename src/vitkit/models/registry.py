@@ -9,8 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import IMAGENET_MEAN, IMAGENET_STD, SimpleViTConfig, ViTConfig, config_from_dict
-from .simple_vit import SimpleViT
+from .config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, config_from_dict, simple_vit_config
 from .vision_transformer import VisionTransformer
 
 # timm builds its ViTs with LayerNorm eps 1e-6 and exact GELU (seed 000's defaults are eps 1e-5, exact GELU).
@@ -20,7 +19,7 @@ _TIMM = dict(norm_eps=1e-6, act_layer="gelu")
 # Google's big_vision and HF transformers run GELU-tanh; their loaders keep it (`act_layer="gelu_tanh"` here).
 _SIGLIP = dict(_TIMM, class_token=False, global_pool="map", num_classes=0)
 
-_CONFIGS: dict[str, ViTConfig | SimpleViTConfig] = {
+_CONFIGS: dict[str, ViTConfig] = {
     # timm / AugReg ViTs (ImageNet-21k -> 1k), the timm models of the same name; mean/std 0.5 as their weights expect.
     "vit_tiny_patch16_224": ViTConfig(embed_dim=192, depth=12, num_heads=3, **_TIMM),
     "vit_small_patch16_224": ViTConfig(embed_dim=384, depth=12, num_heads=6, **_TIMM),
@@ -40,9 +39,12 @@ _CONFIGS: dict[str, ViTConfig | SimpleViTConfig] = {
         img_size=384, patch_size=14, embed_dim=1152, depth=27, num_heads=16, mlp_ratio=3.7362,
         crop_remainder=True, **_SIGLIP
     ),
-    # SimpleViT (Beyer et al. 2022), the seed 003 family: vit-pytorch's SimpleViT with these arguments.
-    "simple_vit_small_patch16_224": SimpleViTConfig(dim=384, depth=12, heads=6, mlp_dim=1536, dim_head=64),
-    "simple_vit_base_patch16_224": SimpleViTConfig(dim=768, depth=12, heads=12, mlp_dim=3072, dim_head=64),
+    # SimpleViT (Beyer et al. 2022), the seed 003 family: vit-pytorch's SimpleViT with these arguments (its final
+    # LayerNorm on the tokens, before the mean; seed 003 normalises the mean).
+    "simple_vit_small_patch16_224": simple_vit_config(224, 16, 1000, dim=384, depth=12, heads=6, mlp_dim=1536,
+                                                      head_norm="tokens"),
+    "simple_vit_base_patch16_224": simple_vit_config(224, 16, 1000, dim=768, depth=12, heads=12, mlp_dim=3072,
+                                                     head_norm="tokens"),
     # A small ViT for scikit-learn's 8x8 digits (1 channel, 2x2 patches -> 16 tokens). Fixed sin-cos
     # positions: with 1,437 training images a learned table (init std 0.02) leaves it a bag of patches.
     "vit_digits": ViTConfig(
@@ -51,7 +53,6 @@ _CONFIGS: dict[str, ViTConfig | SimpleViTConfig] = {
         mean=(0.5,), std=(0.5,),
     ),
 }
-_FAMILIES: dict[type, type[nn.Module]] = {ViTConfig: VisionTransformer, SimpleViTConfig: SimpleViT}
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,6 @@ class ModelInfo:
     """A registered model at a glance, for `vitkit models`."""
 
     name: str
-    family: str
     params: int
     img_size: tuple[int, int]
     global_pool: str
@@ -71,7 +71,7 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
-def get_config(name: str) -> ViTConfig | SimpleViTConfig:
+def get_config(name: str) -> ViTConfig:
     """The registered config of `name`; ValueError listing close names when unknown."""
     if not isinstance(name, str) or name not in _CONFIGS:
         close = [n for n in _CONFIGS if str(name).split("_")[0] in n][:6] or list_models()[:6]
@@ -80,43 +80,30 @@ def get_config(name: str) -> ViTConfig | SimpleViTConfig:
     return _CONFIGS[name]
 
 
-def build_model(config: ViTConfig | SimpleViTConfig | dict[str, Any]) -> nn.Module:
+def build_model(config: ViTConfig | dict[str, Any]) -> VisionTransformer:
     """The model a config describes (a config object or its config.json dict)."""
     if isinstance(config, dict):
         config = config_from_dict(config)
-    if type(config) not in _FAMILIES:
-        raise TypeError(f"build_model takes a ViTConfig, a SimpleViTConfig or a config dict, got "
-                        f"{type(config).__name__}; for a registered name use create_model(name)")
-    return _FAMILIES[type(config)](config)
+    if not isinstance(config, ViTConfig):
+        raise TypeError(f"build_model takes a ViTConfig or a config dict, got {type(config).__name__}; for a "
+                        "registered name use create_model(name)")
+    return VisionTransformer(config)
 
 
-def create_model(name: str, *, pretrained: str | None = None, trust_pickle: bool = False,
-                 **overrides: Any) -> nn.Module:
-    """Build a registered model, with any config field overridden, e.g. `num_classes=10`.
-
-    `pretrained` is a local checkpoint path loaded with `vitkit.load_pretrained` after building
-    (`trust_pickle` as there).
-    """
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model, with any config field overridden, e.g. `num_classes=10`; randomly initialised
+    (`vitkit.create_model(name, pretrained=PATH)` also loads weights)."""
     config = get_config(name)
-    if overrides:
-        config = config.replace(**overrides)
-    model = build_model(config)
-    if pretrained is not None:
-        from ..checkpoints import load_pretrained
-
-        load_pretrained(pretrained, model=model, trust_pickle=trust_pickle)
-    return model
+    return build_model(config.replace(**overrides) if overrides else config)
 
 
 def model_info(name: str) -> ModelInfo:
     """Parameter count and shape facts of a registered model, built on the meta device (no memory)."""
     config = get_config(name)
     with torch.device("meta"):
-        model = build_model(config.replace(weight_init="skip") if isinstance(config, ViTConfig) else config)
+        model = build_model(config.replace(weight_init="skip"))
     params = sum(p.numel() for p in model.parameters())
-    if isinstance(config, ViTConfig):
-        return ModelInfo(name, config.family, params, config.img_size, config.global_pool or "none")
-    return ModelInfo(name, config.family, params, config.image_size, "avg")
+    return ModelInfo(name, params, config.img_size, config.global_pool or "none")
 
 
 __all__ = [

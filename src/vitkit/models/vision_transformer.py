@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..attention import Segments, canonical_name
 from ..layers import (
+    ATTENTION_LAYERS,
     AttentionPoolLatent,
     LayerScale,
     NormLinearPatchEmbed,
@@ -126,7 +128,7 @@ class VisionTransformer(nn.Module):
                 dim=cfg.embed_dim,
                 num_heads=cfg.num_heads,
                 head_dim=cfg.head_dim,
-                mlp_ratio=cfg.mlp_ratio,
+                mlp_hidden_dim=cfg.mlp_width,
                 qkv_bias=cfg.qkv_bias,
                 qk_norm=cfg.qk_norm,
                 proj_bias=cfg.proj_bias,
@@ -150,11 +152,12 @@ class VisionTransformer(nn.Module):
             AttentionPoolLatent(
                 cfg.embed_dim,
                 num_heads=cfg.num_heads,
-                mlp_ratio=cfg.mlp_ratio,
+                mlp_hidden_dim=cfg.mlp_width,
                 act_layer=cfg.act_layer,
                 norm_layer=cfg.norm_layer,
                 norm_eps=cfg.norm_eps,
                 attention_type=cfg.attention_type,
+                deterministic=cfg.deterministic,
             )
             if cfg.global_pool == "map"
             else None
@@ -196,19 +199,31 @@ class VisionTransformer(nn.Module):
 
     # -- forward pieces -------------------------------------------------------------------------
 
-    def _pos_embed_for(self, height: int, width: int) -> torch.Tensor | None:
+    def pos_embed_for(self, height: int, width: int) -> torch.Tensor | None:
         """The position table for an (height, width) patch grid, resampled when it is not the native one."""
         if self.pos_embed is None or (height, width) == tuple(self.patch_embed.grid_size):
             return self.pos_embed
         if self.config.pos_embed == "sincos":
             return sincos_2d(height, width, self.embed_dim, device=self.pos_embed.device)[None]
-        return resample_abs_pos_embed(
-            self.pos_embed,
-            new_size=(height, width),
-            old_size=self.patch_embed.grid_size,
-            num_prefix_tokens=0 if self.no_embed_class else self.num_prefix_tokens,
-            antialias=self.config.pos_embed_antialias,
-        )
+        return self.resample_pos_embed(self.pos_embed, self.patch_embed.grid_size, (height, width))
+
+    def resample_pos_embed(self, table: torch.Tensor, old_grid: tuple[int, int] | None = None,
+                           new_grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """A learned table (1, prefix + h*w, D) of `old_grid` (None: a square one) for `new_grid` (None: the
+        model's), prefix rows kept, resampled as this model's source does it (`pos_embed_antialias`: timm's
+        antialiased bicubic, or HF's `interpolate_pos_encoding`). Loading, training from a checkpoint and packed
+        batches all resample here. ValueError when the table does not hold `old_grid`."""
+        prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+        cells = table.shape[1] - prefix
+        if old_grid is None:
+            side = math.isqrt(max(cells, 0))
+            old_grid = (side, side)
+        if old_grid[0] * old_grid[1] != cells:
+            raise ValueError(f"a position table of {table.shape[1]} rows is not {prefix} prefix rows + a "
+                             f"{old_grid[0]}x{old_grid[1]} grid")
+        return resample_abs_pos_embed(table, new_size=new_grid or tuple(self.patch_embed.grid_size),
+                                      old_size=old_grid, num_prefix_tokens=prefix,
+                                      antialias=self.config.pos_embed_antialias)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> tokens (B, prefix + h*w, D), position embedding added."""
@@ -218,7 +233,7 @@ class VisionTransformer(nn.Module):
         B, h, w, D = grid.shape
         x = grid.reshape(B, h * w, D)
         prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
-        pos = self._pos_embed_for(h, w)
+        pos = self.pos_embed_for(h, w)
         if pos is not None and self.no_embed_class:
             x = x + pos.to(x.dtype)
         if prefix:
@@ -227,19 +242,23 @@ class VisionTransformer(nn.Module):
             x = x + pos.to(x.dtype)
         return self.norm_pre(self.pos_drop(x))
 
-    def _block(self, index: int, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def _block(self, index: int, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None) -> torch.Tensor:
         """Run block `index`, recomputing it in backward when it is among the first N to recompute."""
         block = self.blocks[index]
         if index < self.num_recomputing_layers and torch.is_grad_enabled():
             return checkpoint(block, x, attn_mask, use_reentrant=False)
         return block(x, attn_mask)
 
-    def forward_features(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) -> normalised tokens (B, T, D)."""
-        x = self.embed(x)
+    def forward_blocks(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None) -> torch.Tensor:
+        """Tokens (B, T, D) through every block, the first `num_recomputing_layers` recomputed in backward.
+        `attn_mask`: a mask tensor, or `Segments` for packed sequences."""
         for i in range(len(self.blocks)):
             x = self._block(i, x, attn_mask)
-        return self.norm(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) -> normalised tokens (B, T, D)."""
+        return self.norm(self.forward_blocks(self.embed(x), attn_mask))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens (B, T, D) -> (B, D) by `global_pool`; '' keeps the tokens."""
@@ -362,6 +381,22 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"grad checkpointing needs a block count >= 0, got {n}")
         self.num_recomputing_layers = min(n, len(self.blocks))
         self.config = self.config.replace(num_recomputing_layers=n)
+
+    def set_attention(self, backend: str, *, deterministic: bool | None = None) -> None:
+        """Run every attention layer (blocks and MAP pool) on `backend` from now on, and with `deterministic`
+        kernels when it is given. The kernel is a run-time choice: `config` keeps the backend the model was built
+        with, which is what `save_pretrained` writes. For a scope only, use `vitkit.attention.use(backend)`."""
+        name = canonical_name(backend)
+        for module in self.modules():
+            if isinstance(module, ATTENTION_LAYERS):
+                module.attention_type = name
+                if deterministic is not None:
+                    module.deterministic = deterministic
+
+    @property
+    def attention_backend(self) -> str:
+        """The backend the attention layers run (`set_attention` changes it; 'auto' picks per call)."""
+        return self.blocks[0].attn.attention_type
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that should not be weight-decayed: position table and learned tokens."""

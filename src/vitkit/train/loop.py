@@ -26,6 +26,7 @@ from .model_setup import build_for_run, run_config
 from .optim import build_optimizer
 from .options import TrainOptions
 from .plots import plot_curves
+from .precision import autocast
 from .run_dir import RunDir
 from .step import optimizer_step
 
@@ -151,7 +152,7 @@ class _Trainer:
         self.optimizer, self.schedule = build_optimizer(
             self.model, options.lr, options.weight_decay, total, max(1, warmup), options.min_lr
         )
-        self.autocast = _autocast(options.precision, env.device)
+        self.autocast = autocast(env.device, options.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=options.precision == "fp16" and env.device.type == "cuda")
         self.records: list[dict] = []
         self.best_top1 = -1.0
@@ -273,10 +274,3 @@ def _pack_collate(options: TrainOptions, model: torch.nn.Module) -> PackCollate:
     patch = tuple(model.patch_embed.patch_size)
     max_tokens = options.max_tokens or default_max_tokens(model.config.img_size, patch, model.num_prefix_tokens)
     return PackCollate(patch, max_tokens, model.num_prefix_tokens)
-
-
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)

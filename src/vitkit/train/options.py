@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from .precision import PRECISIONS
 
 
 @dataclass(frozen=True)
