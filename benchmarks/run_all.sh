@@ -4,6 +4,7 @@
 #   benchmarks/run_all.sh          CPU suite in fp32 (the targets are CPU ones; about an hour on 2 cores)
 #   benchmarks/run_all.sh gpu      GPU suite in bf16, every attention backend, plus torch.compile
 #   benchmarks/run_all.sh quick    preliminary: tiny models, few steps (minutes), replaced by the CPU suite
+#   benchmarks/run_all.sh packing  CPU, packed vs padded vs one image at a time, the cases and targets of issue 15
 #
 # Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
 # from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
@@ -33,7 +34,9 @@ case "$SUITE" in
        TOKENS=197,577; STEPS=${STEPS:-3}; ROUNDS=${ROUNDS:-1}; MEMORY_LEVELS=${MEMORY_LEVELS:-0,6,12}
        MEMORY_STEPS=${MEMORY_STEPS:-3}; MODELS=(vit_tiny_patch16_224)
        SIMPLE=""; MEMORY_MODEL=vit_tiny_patch16_224 ;;
-  *) echo "usage: $0 [cpu|gpu|quick]" >&2; exit 2 ;;
+  packing) TITLE="Packed batches (NaViT), CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-2}
+       ROUNDS=${ROUNDS:-2} ;;
+  *) echo "usage: $0 [cpu|gpu|quick|packing]" >&2; exit 2 ;;
 esac
 WARMUP=${WARMUP:-2}
 rm -rf "$OUT"
@@ -115,6 +118,34 @@ done
 
 COMMON=(--device "$DEVICE" --precision "$PRECISION" --steps "$STEPS" --warmup "$WARMUP")
 ROUNDS_ARG=(--rounds "$ROUNDS")
+if [ "$SUITE" = packing ]; then
+  # issue 15: vit_small_patch16_224 on two image mixes, packed at each max_tokens, padded, one at a time
+  for mix in "24 112 448" "64 64 512"; do
+    read -r images low high <<<"$mix"
+    for mode in infer train; do
+      bench "packing_${images}_${mode}" "$images images, sides $low-$high px (step 16), $mode" bench packing \
+        --model "${MODELS[0]}" --images "$images" --min-side "$low" --max-side "$high" --side-step 16 \
+        --max-tokens 512,1024,2048,4096 --batch-size 8 --mode "$mode" --warmup 1 "${ROUNDS_ARG[@]}" \
+        --device "$DEVICE" --precision "$PRECISION" --steps "$STEPS"
+    done
+  done
+  {
+    echo "#### GEMM rate by token rows"
+    echo
+    echo '```bash'
+    echo "python benchmarks/profile_rows.py --model ${MODELS[0]}"
+    echo '```'
+    echo
+    python benchmarks/profile_rows.py --model "${MODELS[0]}"
+    echo
+    echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)."
+    echo
+    python benchmarks/packing_targets.py "$OUT"
+  } >>"$SECTION"
+  python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
+  echo "wrote BENCHMARKS.md ($OUT)" >&2
+  exit 0
+fi
 for model in "${MODELS[@]}"; do
   # every peer on the first model; timm alone (the target's baseline) on the larger ones, to keep the CPU suite short
   peers=timm
@@ -139,11 +170,7 @@ bench attention "attention kernels, 12 heads x 64, batch 1" bench attention --to
 bench memory "gradient checkpointing, $MEMORY_MODEL, training, batch $MEMORY_BATCH" bench memory \
   --model "$MEMORY_MODEL" --batch-size "$MEMORY_BATCH" --levels "$MEMORY_LEVELS" --device "$DEVICE" \
   --precision "$PRECISION" --steps "$MEMORY_STEPS" --warmup 1
-PACKING_IMAGES=64
-[ "$SUITE" = quick ] && PACKING_IMAGES=16
-bench packing "packed (NaViT) vs padded to the largest, ${MODELS[0]}, $PACKING_IMAGES images of sides 112-448 px" \
-  bench packing --model "${MODELS[0]}" --images "$PACKING_IMAGES" --min-side 112 --max-side 448 \
-  --device "$DEVICE" --precision "$PRECISION" --steps 3 --warmup 1
+# Packed batches have their own suite: benchmarks/run_all.sh packing.
 if [ "$SUITE" = cpu ]; then
   # Where inference time goes, per aten operator (the evidence for the targets a kernel choice cannot reach).
   for pair in "$SIMPLE vit-pytorch" "${MODELS[0]} timm"; do

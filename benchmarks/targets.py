@@ -114,6 +114,11 @@ def main() -> None:
         if not met and why is not None:
             reasons.append(why())
     print()
+    print_reasons(reasons)
+
+
+def print_reasons(reasons: list[str]) -> None:
+    """The closing list of a targets table: each target not met, and why."""
     if reasons:
         print("Targets not met, and why:\n")
         print("\n".join(f"- {reason}" for reason in reasons))

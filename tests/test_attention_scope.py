@@ -38,7 +38,12 @@ def ran() -> Iterator[list[tuple[str, bool]]]:
             calls.append((_entry.name, kw["deterministic"]))
             return _entry.run(q, k, v, **kw)
 
-        undo.append(register_backend(dataclasses.replace(entry, run=spy)))
+        def spy_varlen(q: Tensor, k: Tensor, v: Tensor, segments: Segments, *, _entry=entry, **kw) -> Tensor:
+            calls.append((_entry.name, kw["deterministic"]))
+            return _entry.run_varlen(q, k, v, segments, **kw)
+
+        varlen = {"run_varlen": spy_varlen} if entry.run_varlen is not None else {}
+        undo.append(register_backend(dataclasses.replace(entry, run=spy, **varlen)))
     yield calls
     for step in reversed(undo):
         step()

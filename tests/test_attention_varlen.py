@@ -259,7 +259,8 @@ def test_explicit_packed_backend_raises_instead_of_substituting(backend: str, wh
 def test_packed_report_says_how_each_backend_packs() -> None:
     rows = {row.name: row for row in backend_report("cpu", torch.float32, 8, packed=True)}
     assert list(rows) == list(BACKENDS) and [name for name, row in rows.items() if row.chosen] == ["sdpa"]
-    assert rows["sdpa"].usable and "dense block-diagonal mask" in rows["sdpa"].reason
+    assert rows["sdpa"].usable and "varlen kernel" in rows["sdpa"].reason  # one SDPA call per segment
+    assert rows["math"].usable and "dense block-diagonal mask" in rows["math"].reason  # the reference
     assert rows["flex"].usable and "varlen kernel" in rows["flex"].reason
     assert not rows["flash"].usable and "cuda" in rows["flash"].reason and "fix:" in rows["flash"].reason
     with pytest.raises(ValueError, match="segments"):

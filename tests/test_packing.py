@@ -10,6 +10,7 @@ import torch
 import vitkit
 from vitkit.attention import BackendUnavailableError, Segments, varlen_attention
 from vitkit.attention import math as math_backend
+from vitkit.models import packed_forward
 from vitkit.packing import first_fit_decreasing
 
 SIZES = [(16, 16), (8, 24), (24, 8), (12, 20), (32, 16), (4, 4), (10, 14)]  # incl. non-square, not divisible by 4
@@ -181,6 +182,12 @@ def test_forward_packed_equals_single_images(backend, variant):
     _check_parity(tiny(attention_type=backend, **MODEL_VARIANTS[variant]), images())
 
 
+@pytest.mark.parametrize("variant", ["token+reg", "avg", "map+cls+reg"])
+def test_forward_packed_in_chunks_of_sequences_equals_single_images(variant, monkeypatch):
+    monkeypatch.setattr(packed_forward, "CHUNK_TOKENS", 1)  # every sequence goes through the blocks on its own
+    _check_parity(tiny(**MODEL_VARIANTS[variant]), images())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["map+cls+reg"])  # blocks and the MAP pool: flex compiles each shape (slow)
 def test_forward_packed_flex_equals_single_images(variant):
@@ -215,7 +222,9 @@ def test_default_packing_is_repacked_for_prefix_tokens_and_forward_takes_batches
 
 
 @pytest.mark.slow
-def test_gradients_of_packed_batch_equal_sum_over_single_images():
+@pytest.mark.parametrize("chunk_tokens", [packed_forward.CHUNK_TOKENS, 1])
+def test_gradients_of_packed_batch_equal_sum_over_single_images(chunk_tokens, monkeypatch):
+    monkeypatch.setattr(packed_forward, "CHUNK_TOKENS", chunk_tokens)
     model = tiny(global_pool="map", reg_tokens=1).train()  # no dropout configured: train mode is deterministic
     imgs = images()
     labels = torch.arange(len(imgs)) % 5

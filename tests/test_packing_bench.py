@@ -1,4 +1,4 @@
-"""`vitkit bench packing`: packed vs padded on a tiny model (the numbers themselves are never asserted)."""
+"""`vitkit bench packing`: packed, padded and one at a time on a tiny model (numbers never asserted)."""
 
 from __future__ import annotations
 
@@ -12,28 +12,39 @@ from vitkit.bench.packing_bench import PackingBenchSettings, random_images, run_
 from vitkit.cli import app
 
 
-def test_packing_bench_reports_both_ways_on_the_same_tokens():
-    settings = PackingBenchSettings(model="vit_digits", images=12, min_side=4, max_side=16, steps=1, warmup=0,
-                                    device="cpu", batch_size=4)
+def test_packing_bench_reports_three_ways_on_the_same_tokens():
+    settings = PackingBenchSettings(model="vit_digits", images=12, min_side=4, max_side=16, side_step=2,
+                                    max_tokens=(8, 64, 128), steps=1, warmup=0, rounds=2, device="cpu", batch_size=4)
     report = run_packing_bench(settings)
-    padded, packed = report["rows"]
-    assert (padded["way"], packed["way"]) == ("padded", "packed")
+    rows = {(row["way"], row["max_tokens"]): row for row in report["rows"]}
+    assert list(rows) == [("one at a time", None), ("padded", None), ("packed", 8), ("packed", 64), ("packed", 128)]
     sides = [x.shape[1:] for x in random_images(settings, 1)]
-    real = sum(-(-h // 2) * -(-w // 2) for h, w in sides)  # vit_digits: 2x2 patches, no prefix tokens
-    assert padded["real_tokens"] == packed["real_tokens"] == real
-    assert packed["tokens_processed"] < padded["tokens_processed"]
-    assert packed["tokens_processed"] >= real and packed["padding_pct"] < padded["padding_pct"]
-    assert padded["speedup"] == 1.0 and packed["speedup"] > 0 and packed["tensor_mem_mb"] > 0
-    assert report["settings"]["max_tokens"] == 2 * 64
+    assert all(h % 2 == 0 and w % 2 == 0 and min(h, w) >= 4 and max(h, w) <= 16 for h, w in sides)
+    real = sum((h // 2) * (w // 2) for h, w in sides)  # vit_digits: 2x2 patches, no prefix tokens
+    largest = max((h // 2) * (w // 2) for h, w in sides)
+    one, padded, packed = rows["one at a time", None], rows["padded", None], rows["packed", 64]
+    assert rows["packed", 8] == {"way": "packed", "max_tokens": 8, "real_tokens": real, "status": "skipped",
+                                 "reason": f"the largest image has {largest} tokens"}
+    assert one["real_tokens"] == padded["real_tokens"] == packed["real_tokens"] == real
+    assert one["tokens_processed"] == real and one["calls"] == 12 and one["padding_pct"] == 0.0
+    assert real <= packed["tokens_processed"] < padded["tokens_processed"]
+    assert packed["padding_pct"] < padded["padding_pct"]
+    assert one["vs_one"] == padded["vs_padded"] == 1.0
+    assert packed["vs_one"] > 0 and packed["tensor_mem_mb"] > 0 and packed["mem_vs_padded"] > 0
+    assert report["settings"]["max_tokens"] == (8, 64, 128) and report["settings"]["rounds"] == 2
 
 
 def test_bench_packing_command_writes_json(tmp_path: Path):
     out = tmp_path / "packing.json"
     result = CliRunner().invoke(app, ["bench", "packing", "--model", "vit_digits", "--images", "6", "--min-side",
-                                      "4", "--max-side", "12", "--steps", "1", "--warmup", "0", "--mode", "train",
-                                      "--device", "cpu", "--json", str(out), "--plot", str(tmp_path / "p.png")])
+                                      "4", "--max-side", "12", "--side-step", "4", "--max-tokens", "40,64",
+                                      "--steps", "1", "--warmup", "0", "--mode", "train", "--device", "cpu",
+                                      "--json", str(out), "--plot", str(tmp_path / "p.png")])
     assert result.exit_code == 0, result.output
-    assert "packed" in result.stdout and json.loads(out.read_text())["settings"]["mode"] == "train"
+    assert "running round 1/1: packed 40" in result.output and "tokens/s counts real image tokens" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["settings"]["mode"] == "train" and [row["max_tokens"] for row in report["rows"]] == [None, None,
+                                                                                                        40, 64]
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 
@@ -42,6 +53,9 @@ def test_bench_packing_command_writes_json(tmp_path: Path):
     ({"mode": "serve"}, "mode"),
     ({"model": "resnet50"}, "unknown model 'resnet50'"),
     ({"images": 0}, "images"),
+    ({"side_step": 0}, "side_step"),
+    ({"max_tokens": (512, 0)}, "max_tokens"),
+    ({"rounds": 0}, "rounds"),
 ])
 def test_packing_bench_settings_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -85,7 +85,7 @@ BACKENDS: dict[str, Backend] = {
         auto_rank={ANY_DEVICE: _LAST}, varlen_rank={ANY_DEVICE: _LAST},
     ),
     "sdpa": Backend(
-        "sdpa", sdpa.CAPABILITY, sdpa.run, sdpa.FIX, sdpa.ABOUT,
+        "sdpa", sdpa.CAPABILITY, sdpa.run, sdpa.FIX, sdpa.ABOUT, run_varlen=sdpa.run_varlen,
         auto_rank={"cuda": 1, ANY_DEVICE: 0}, varlen_rank={"cuda": 2, ANY_DEVICE: 0},
     ),
     "flash": Backend(

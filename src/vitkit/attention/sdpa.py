@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .capability import HALF_DTYPES, BackendUnavailableError, Capability, Request
+from .segments import Segments
 
 CAPABILITY = Capability(devices=("cpu", "cuda", "mps", "xpu"))
 FIX = "backend='sdpa' lets PyTorch pick among its kernels; backend='math' runs anywhere"
@@ -80,3 +81,19 @@ def run(
             f"attention backend '{name}' cannot run these inputs: PyTorch found no usable kernel "
             f"({str(err).splitlines()[0]}); fix: use backend='sdpa' or backend='math'"
         ) from err
+
+
+def run_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segments, *, dropout_p: float,
+               scale: float | None, deterministic: bool) -> torch.Tensor:
+    """Packed attention as one SDPA call per segment, on strided slices of q, k, v (no copies, no mask): the
+    work is the sum of each segment's length squared, where a block-diagonal mask over the packed rows costs
+    their length squared. Padding queries get zeros."""
+    B, H, N, _ = q.shape
+    out = q.new_zeros(B, N, H, v.shape[-1])  # written per segment; transposed back on return
+    for q_row, q_start, q_len, kv_row, kv_start, kv_len in segments.spans:
+        keys = slice(kv_start, kv_start + kv_len)
+        seg = run(q[q_row : q_row + 1, :, q_start : q_start + q_len], k[kv_row : kv_row + 1, :, keys],
+                  v[kv_row : kv_row + 1, :, keys], attn_mask=None, dropout_p=dropout_p, scale=scale,
+                  deterministic=deterministic)  # (1, H, q_len, Dv)
+        out[q_row, q_start : q_start + q_len] = seg[0].transpose(0, 1)
+    return out.transpose(1, 2)  # (B, N, H, Dv) -> (B, H, N, Dv)

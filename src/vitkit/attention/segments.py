@@ -56,6 +56,27 @@ class Segments:
         B, N = q_ids.shape
         return create_block_mask(same_segment, B, None, N, kv_ids.shape[1], device=q_ids.device)
 
+    @functools.cached_property
+    def spans(self) -> list[tuple[int, int, int, int, int, int]]:
+        """Each segment as (q_row, q_start, q_len, kv_row, kv_start, kv_len), in query order: where its queries
+        and keys sit, for kernels that run one segment at a time on strided slices."""
+        q_spans, kv_spans = self._spans(self.q_ids), self._spans(self.kv_ids)
+        kv_of = {segment: where for segment, *where in kv_spans}
+        missing = [segment for segment, *_ in q_spans if segment not in kv_of]
+        if missing:
+            raise ValueError(f"segments {missing[:5]} have queries but no keys")
+        return [(*where, *kv_of[segment]) for segment, *where in q_spans]
+
+    @staticmethod
+    def _spans(ids: torch.Tensor) -> list[tuple[int, int, int, int]]:
+        """(segment id, row, start, length) of every run of one segment's slots, row by row."""
+        width = ids.shape[1]
+        values, counts = torch.unique_consecutive(ids.reshape(-1), return_counts=True)
+        starts = counts.cumsum(0) - counts  # flat slot where each run begins
+        real = values >= 0
+        return [(value, start // width, start % width, count) for value, start, count in
+                zip(values[real].tolist(), starts[real].tolist(), counts[real].tolist(), strict=True)]
+
     @staticmethod
     def _unpadded(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, list[int]]:
         """(flat indices of the real slots, cu_seqlens int32, max length, lengths) of one side."""

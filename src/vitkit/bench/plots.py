@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from ..checkpoints.io import atomic_path
+from .report import packing_label
 
 
 def _figure(ncols: int, width: float = 6.0, height: float = 4.0):
@@ -99,17 +100,20 @@ def plot_memory(report: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def plot_packing(report: dict[str, Any], path: str | os.PathLike) -> None:
-    """Packed vs padded: real tokens per second and peak tensor memory, bars labelled with the ratio to padded."""
+    """Each way's real tokens per second (labelled with its ratio to one-at-a-time) and peak tensor memory
+    (labelled with its ratio to padded)."""
     s = report["settings"]
-    rows = report["rows"]
-    plt, fig, axes = _figure(2, width=4.5)
-    names = [row["way"] for row in rows]
-    colors = ["tab:gray" if name == "padded" else "tab:blue" for name in names]
-    for ax, key, ratio, label in ((axes[0], "tokens_per_s", "speedup", "real image tokens per second"),
-                                  (axes[1], "tensor_mem_mb", "mem_ratio", "peak tensor memory (MiB)")):
+    rows = [row for row in report["rows"] if row["status"] == "ok"]
+    plt, fig, axes = _figure(2, width=5.5)
+    names = [packing_label(row) for row in rows]
+    colors = ["tab:blue" if row["way"] == "packed" else "tab:gray" for row in rows]
+    for ax, key, ratio, label in ((axes[0], "tokens_per_s", "vs_one", "real image tokens per second"),
+                                  (axes[1], "tensor_mem_mb", "mem_vs_padded", "peak tensor memory (MiB)")):
         bars = ax.bar(names, [row[key] or 0.0 for row in rows], color=colors)
         ax.bar_label(bars, labels=[f"{row[ratio]:.2f}×" if row[ratio] else "" for row in rows], padding=2)
         ax.set_ylabel(label)
+        ax.set_xlabel("way (packed: max_tokens)")
+        ax.tick_params(axis="x", labelrotation=30)
     fig.suptitle(f"{s['model']} {s['mode']} · {s['images']} images, sides {s['min_side']}-{s['max_side']} px · "
                  f"{s['precision']} · {s['device']}")
     _save(plt, fig, path)

@@ -157,26 +157,35 @@ def memory_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def packing_label(row: dict[str, Any]) -> str:
+    """'packed 1024', 'padded', 'one at a time': a packing row's way."""
+    return row["way"] if row["max_tokens"] is None else f"{row['way']} {row['max_tokens']}"
+
+
 def packing_table(report: dict[str, Any]) -> Table:
-    """Padded-to-the-largest vs packed: real tokens per second, padding and tensor memory, packed / padded."""
+    """Packed at each max_tokens, padded to the largest, one at a time: real tokens per second, padding, tensor
+    memory, and the ratios to one-at-a-time and padded."""
     s = report["settings"]
-    title = (f"{s['model']} {s['mode']} · {s['images']} images, sides {s['min_side']}-{s['max_side']} px · "
-             f"max_tokens {s['max_tokens']} · {s['precision']} · {s['device']}")
+    title = (f"{s['model']} {s['mode']} · {s['images']} images, sides {s['min_side']}-{s['max_side']} px "
+             f"(step {s['side_step']}) · {s['precision']} · {s['device']}")
     caption = "\n".join([
         "tokens/s counts real image tokens (prefix + patches of each image at its own size); padding is work, "
-        "not output. × padded: packed over padded",
+        "not output. × one / × padded: tokens/s over one-at-a-time / over padded",
         "tensor MB: the most memory tensors held during one step",
+        *[f"{packing_label(row)}: skipped, {row['reason']}" for row in report["rows"] if row["status"] != "ok"],
         _machine_caption(report["machine"]),
     ])
     table = Table(title=Text(title), caption=Text(caption), title_justify="left", caption_justify="left")
-    for name in ("way", "calls", "sequences", "tokens run", "padding", "ms/step", "IQR", "img/s", "tokens/s",
-                 "tensor MB", "speed × padded", "mem × padded"):
+    for name in ("way", "calls", "sequences", "tokens run", "padding", "ms/step", "IQR", "tokens/s", "tensor MB",
+                 "× one", "× padded", "mem × padded"):
         table.add_column(name, justify="left" if name == "way" else "right", no_wrap=True)
     for row in report["rows"]:
+        if row["status"] != "ok":
+            continue
         table.add_row(
-            row["way"], str(row["calls"]), str(row["sequences"]), f"{row['tokens_processed']:,}",
+            packing_label(row), str(row["calls"]), str(row["sequences"]), f"{row['tokens_processed']:,}",
             f"{row['padding_pct']:.0f}%", _num(row["ms_per_step"]), f"{row['spread_pct']:.0f}%",
-            _num(row["img_per_s"]), _num(row["tokens_per_s"], 0), _num(row["tensor_mem_mb"], 0),
-            _num(row["speedup"], 2), _num(row["mem_ratio"], 2),
+            _num(row["tokens_per_s"], 0), _num(row["tensor_mem_mb"], 0), _num(row["vs_one"], 2),
+            _num(row["vs_padded"], 2), _num(row["mem_vs_padded"], 2),
         )
     return table

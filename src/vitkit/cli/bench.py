@@ -173,29 +173,34 @@ def bench_memory(
 @bench_app.command("packing")
 def bench_packing(
     model: str = typer.Option("vit_small_patch16_224", "--model", help="A registered VisionTransformer."),
-    images: int = typer.Option(64, "--images", help="Random images in the set."),
-    min_side: int = typer.Option(112, "--min-side", help="Smallest height / width (uniform in min..max)."),
-    max_side: int = typer.Option(448, "--max-side", help="Largest height / width."),
-    max_tokens: int | None = typer.Option(
-        None, "--max-tokens", help="Tokens per packed sequence (default: two of the largest image)."
+    images: int = typer.Option(24, "--images", help="Random images in the set."),
+    min_side: int = typer.Option(112, "--min-side", help="Smallest height / width in pixels."),
+    max_side: int = typer.Option(448, "--max-side", help="Largest height / width in pixels."),
+    side_step: int = typer.Option(16, "--side-step", help="Sides are min-side + k * side-step, uniform in k."),
+    max_tokens: str = typer.Option(
+        "512,1024,2048,4096", "--max-tokens",
+        help="Tokens per packed sequence, one packed row each (comma-separated); one too small for the largest "
+             "image is skipped with the reason.",
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Padded images per forward (packed: as many tokens)."),
     mode: str = typer.Option("infer", "--mode", help="infer (inference_mode) or train (forward + backward)."),
     attention: str = typer.Option("auto", "--attention", help="vitkit's attention backend."),
     precision: str = _COMMON["precision"],
-    steps: int = typer.Option(3, "--steps", help="Timed passes over the whole set."),
-    warmup: int = typer.Option(1, "--warmup", help="Untimed passes first."),
+    steps: int = typer.Option(3, "--steps", help="Timed passes over the whole set, per round."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed passes first, per round."),
+    rounds: int = typer.Option(1, "--rounds", help="The ways take turns this many times; step times are pooled."),
     device: str = _COMMON["device"],
     seed: int = _COMMON["seed"],
     threads: int | None = _COMMON["threads"],
     json_path: Path | None = _COMMON["json"],
     plot_path: Path | None = _COMMON["plot"],
 ) -> None:
-    """Mixed-size images packed (NaViT, attention per image) vs padded to the largest: tokens/s and memory."""
+    """Mixed-size images packed (NaViT, attention per image), padded to the largest, and one at a time: tokens/s
+    and memory."""
     settings = PackingBenchSettings(
-        model=model, images=images, min_side=min_side, max_side=max_side, max_tokens=max_tokens,
-        batch_size=batch_size, mode=mode, attention=attention, precision=precision, steps=steps, warmup=warmup,
-        device=device, seed=seed, threads=threads,
+        model=model, images=images, min_side=min_side, max_side=max_side, side_step=side_step,
+        max_tokens=parse_ints(max_tokens, "--max-tokens"), batch_size=batch_size, mode=mode, attention=attention,
+        precision=precision, steps=steps, warmup=warmup, rounds=rounds, device=device, seed=seed, threads=threads,
     )
     report = run_packing_bench(settings, progress=_progress)
     _outputs(report, packing_table, json_path, plot_path, plot_packing)
