@@ -44,43 +44,37 @@ def prepare(model: VisionTransformer, batch: PackedBatch, token_drop: TokenDrop 
     return batch
 
 
-def _patch_positions(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor | None:
-    """(P, D) position embedding of every patch: its image's table (resampled to its grid) at its cell."""
+def _add_patch_positions(model: VisionTransformer, batch: PackedBatch, x: torch.Tensor) -> None:
+    """Add every patch's position embedding to its slot of `x` (S*T, D), in place: its image's table, resampled
+    to its grid once per distinct grid, at its cell. One grid's rows at a time, so no table of all grids is held."""
     if model.pos_embed is None:
-        return None
+        return
     skip = 0 if model.no_embed_class else model.num_prefix_tokens  # prefix rows of the table
-    tables, base, at = [], {}, 0
-    for grid in sorted(set(batch.grid_sizes)):  # one resampling per distinct grid
+    grids = batch.grid_sizes
+    for grid in sorted(set(grids)):
+        images = torch.tensor([i for i, g in enumerate(grids) if g == grid], device=batch.device)
+        patches = torch.isin(batch.patch_image, images).nonzero().squeeze(1)  # the patches of images of this grid
+        cells = batch.patch_rows[patches] * grid[1] + batch.patch_cols[patches]
         table = model.pos_embed_for(*grid)[0, skip:]  # (h*w, D)
-        base[grid] = at
-        at += table.shape[0]
-        tables.append(table)
-    device = batch.device
-    image_base = torch.tensor([base[g] for g in batch.grid_sizes], device=device)
-    image_width = torch.tensor([g[1] for g in batch.grid_sizes], device=device)
-    index = image_base[batch.patch_image] + batch.patch_rows * image_width[batch.patch_image] + batch.patch_cols
-    return torch.cat(tables)[index]
+        x.index_add_(0, batch.patch_slots[patches], table[cells].to(x.dtype))
 
 
 def embed_packed(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor:
     """Packed patches -> tokens (S, T, D) with prefix tokens and position embeddings, padding slots zero."""
     weight = model.patch_embed.proj.weight
     tokens = model.patch_embed.embed_patches(batch.patches.to(weight.dtype))  # (P, D)
-    pos = _patch_positions(model, batch)
-    if pos is not None:
-        tokens = tokens + pos.to(tokens.dtype)
     S, T, D = batch.num_sequences, batch.seq_len, tokens.shape[-1]
-    slots, values = [batch.patch_slots], [tokens]
+    x = tokens.new_zeros(S * T, D).index_copy_(0, batch.patch_slots, tokens)
+    _add_patch_positions(model, batch, x)
     n = model.num_prefix_tokens
     if n:
         prefix = torch.cat([t for t in (model.cls_token, model.reg_token) if t is not None], dim=1)  # (1, n, D)
         if model.pos_embed is not None and not model.no_embed_class:
             prefix = prefix + model.pos_embed[:, :n].to(prefix.dtype)
         start = batch.sequence * T + batch.offsets  # (I,)
-        slots.append((start[:, None] + torch.arange(n, device=start.device)).reshape(-1))
-        values.append(prefix[0].to(tokens.dtype).repeat(batch.num_images, 1))  # (I*n, D)
-    x = tokens.new_zeros(S * T, D).index_copy(0, torch.cat(slots), torch.cat(values)).view(S, T, D)
-    return model.norm_pre(model.pos_drop(x))
+        slots = (start[:, None] + torch.arange(n, device=start.device)).reshape(-1)
+        x.index_copy_(0, slots, prefix[0].to(x.dtype).repeat(batch.num_images, 1))  # (I*n, D)
+    return model.norm_pre(model.pos_drop(x.view(S, T, D)))
 
 
 # Tokens that go through the blocks together. Every op but attention treats tokens independently, so a packed
@@ -94,9 +88,12 @@ def forward_packed_features(model: VisionTransformer, batch: PackedBatch) -> tor
     x = embed_packed(model, batch)  # (S, T, D)
     ids = batch.image_ids  # (S, T)
     rows = max(1, CHUNK_TOKENS // batch.seq_len)
-    parts = [model.norm(model.forward_blocks(x[i : i + rows], Segments(ids[i : i + rows])))
-             for i in range(0, batch.num_sequences, rows)]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    if rows >= batch.num_sequences:
+        return model.norm(model.forward_blocks(x, Segments(ids)))
+    out = torch.empty_like(x)  # filled chunk by chunk: a chunk's result is freed once copied in
+    for i in range(0, batch.num_sequences, rows):
+        out[i : i + rows] = model.norm(model.forward_blocks(x[i : i + rows], Segments(ids[i : i + rows])))
+    return out
 
 
 def pool_packed(model: VisionTransformer, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
