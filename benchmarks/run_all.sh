@@ -5,6 +5,7 @@
 #   benchmarks/run_all.sh gpu      GPU suite in bf16, every attention backend, plus torch.compile
 #   benchmarks/run_all.sh quick    preliminary: tiny models, few steps (minutes), replaced by the CPU suite
 #   benchmarks/run_all.sh packing  CPU, packed vs padded vs one image at a time, the cases and targets of issue 15
+#   benchmarks/run_all.sh recipe   CPU, training loader vs timm's, and the fine-tuning recipe vs timm's parts (issue 16)
 #
 # Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
 # from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
@@ -36,7 +37,9 @@ case "$SUITE" in
        SIMPLE=""; MEMORY_MODEL=vit_tiny_patch16_224 ;;
   packing) TITLE="Packed batches (NaViT), CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-2}
        ROUNDS=${ROUNDS:-2} ;;
-  *) echo "usage: $0 [cpu|gpu|quick|packing]" >&2; exit 2 ;;
+  recipe) TITLE="Fine-tuning: loader and recipe, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=0; ROUNDS=${ROUNDS:-5}
+       EPOCHS=${EPOCHS:-20} ;;
+  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe]" >&2; exit 2 ;;
 esac
 WARMUP=${WARMUP:-2}
 rm -rf "$OUT"
@@ -115,6 +118,33 @@ done
   fi
   machine
 } >"$SECTION"
+
+# script NAME TITLE ARGS...: run `python benchmarks/NAME.py ARGS --json`, append its command and table to the section.
+script() {
+  local name=$1 title=$2
+  shift 2
+  echo ">> python benchmarks/$name.py $*" >&2
+  {
+    echo "#### $title"
+    echo
+    echo '```bash'
+    echo "python benchmarks/$name.py $*"
+    echo '```'
+    echo
+    python "benchmarks/$name.py" "$@" --json "$OUT/$name.json"
+    echo
+  } >>"$SECTION"
+}
+
+if [ "$SUITE" = recipe ]; then
+  # issue 16: the training loader against timm's, and the recipe against the same recipe from timm's parts
+  script loader_bench "Training loader throughput" --images 2000 --workers 2 --rounds "$ROUNDS"
+  script recipe_bench "Fine-tuning recipe on the digits as a JPEG folder" --epochs "$EPOCHS" --workers 2
+  echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
+  python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
+  echo "wrote BENCHMARKS.md ($OUT)" >&2
+  exit 0
+fi
 
 COMMON=(--device "$DEVICE" --precision "$PRECISION" --steps "$STEPS" --warmup "$WARMUP")
 ROUNDS_ARG=(--rounds "$ROUNDS")

@@ -66,14 +66,15 @@ def test_folder_augmentation_depends_only_on_seed_epoch_and_index(tmp_path: Path
         for c in ("a", "b"):
             (tmp_path / split / c).mkdir(parents=True)
             for i in range(2):
-                Image.fromarray(np.full((30, 40, 3), 40 * i + 100, np.uint8)).save(tmp_path / split / c / f"{i}.png")
+                pixels = np.random.default_rng(i).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / c / f"{i}.png")
     rgb = DataConfig((16, 16), 3, (0.5,) * 3, (0.5,) * 3)
     splits = image_folder(tmp_path, rgb, seed=7)
     assert splits.classes == ["a", "b"] and len(splits.train) == len(splits.val) == 4
-    x1, _ = splits.train[2]
-    x2, _ = image_folder(tmp_path, rgb, seed=7).train[2]
+    x1, _ = splits.train[(0, 2)]
+    x2, _ = image_folder(tmp_path, rgb, seed=7).train[(0, 2)]
     assert x1.shape == (3, 16, 16) and torch.equal(x1, x2)
-    splits.train.epoch = 1
+    assert not torch.equal(x1, splits.train[(1, 2)][0])  # another epoch, another view
     assert splits.val[0][0].shape == (3, 16, 16)
 
 

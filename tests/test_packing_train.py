@@ -12,7 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vitkit.cli import app
-from vitkit.data.packed import PackCollate, fit_within
+from vitkit.data.packed import PackCollate
+from vitkit.data.transforms import FitWithin
 from vitkit.train import TrainOptions, train
 from vitkit.train.model_setup import run_config
 
@@ -34,9 +35,10 @@ def mixed_folder(root: Path) -> Path:
 
 
 def test_fit_within_keeps_aspect_and_caps_the_longest_side():
-    assert fit_within(torch.rand(3, 64, 30), 32).shape == (3, 32, 15)
-    assert fit_within(torch.rand(3, 20, 80), 32).shape == (3, 8, 32)
-    assert fit_within(torch.rand(3, 12, 20), 32).shape == (3, 12, 20)  # never enlarged
+    fit = FitWithin(32)
+    assert fit(torch.rand(3, 64, 30)).shape == (3, 32, 15)
+    assert fit(torch.rand(3, 20, 80)).shape == (3, 8, 32)
+    assert fit(torch.rand(3, 12, 20)).shape == (3, 12, 20)  # never enlarged
 
 
 def test_pack_collate_makes_a_packed_batch_and_labels():

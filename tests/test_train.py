@@ -84,7 +84,7 @@ def test_resume_after_interrupt_continues_the_same_curve(tmp_path: Path) -> None
         def epoch(self, record: dict) -> None: ...
         def close(self) -> None: ...
 
-        def step(self, epoch: int, step: int, loss: float, rate: float) -> None:
+        def step(self, epoch: int, step: int, loss: float, rate: float, data_share: float) -> None:
             if step == 50:  # mid second epoch (44 steps each): as if Ctrl-C arrived
                 os.kill(os.getpid(), signal.SIGINT)
 

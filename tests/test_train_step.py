@@ -38,7 +38,7 @@ def run_steps(model: nn.Module, batches: Iterator[Batch], steps: int, *, grad_ac
               total_steps: int = 10, warmup_steps: int = 3, min_lr: float = 1e-4) -> tuple[list[dict], float]:
     """Run `steps` optimizer steps. Returns, for each, what the optimizer saw as it stepped (lr of each group,
     weights, gradients), and the lr the schedule has left for a step after the last."""
-    optimizer, schedule = build_optimizer(model, lr, 0.05, total_steps, warmup_steps, min_lr)
+    optimizer, schedule, _ = build_optimizer(model, lr, 0.05, total_steps, warmup_steps, min_lr)
     names = {param: name for name, param in model.named_parameters()}
     seen: list[dict] = []
 

@@ -57,7 +57,7 @@ def open_clip_hints(meta: dict[str, Any]) -> dict[str, Any]:
     """Fields from an OpenCLIP `open_clip_config.json` (`model_cfg.vision_cfg`, `quick_gelu`)."""
     model_cfg = (meta.get("open_clip") or {}).get("model_cfg") or {}
     vision = model_cfg.get("vision_cfg") or {}
-    hints: dict[str, Any] = {}
+    hints: dict[str, Any] = {"crop_pct": 1.0}  # CLIP resizes the shorter side to the model's size and crops that
     if model_cfg:
         hints["act_layer"] = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
     if "width" in vision:
@@ -66,6 +66,8 @@ def open_clip_hints(meta: dict[str, Any]) -> dict[str, Any]:
         hints["img_size"] = vision["image_size"]
     preprocess = (meta.get("open_clip") or {}).get("preprocess_cfg") or {}
     hints.update({k: tuple(preprocess[k]) for k in ("mean", "std") if k in preprocess})
+    if preprocess.get("interpolation") in ("bicubic", "bilinear"):
+        hints["interpolation"] = preprocess["interpolation"]
     return hints
 
 

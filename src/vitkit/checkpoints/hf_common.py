@@ -46,5 +46,26 @@ def hf_hints(meta: dict[str, Any], defaults: dict[str, Any]) -> tuple[dict[str, 
     for key in ("mean", "std"):
         if isinstance(preprocess.get(f"image_{key}"), list):
             hints[key] = tuple(preprocess[f"image_{key}"])
+    hints.update(_framing(preprocess))
     assumed = {k: f"{v!r} (the HF default; no config.json)" for k, v in defaults.items() if k not in hints}
     return {**defaults, **hints}, assumed
+
+
+# PIL resampling codes in an HF preprocessor_config.json.
+_RESAMPLE = {2: "bilinear", 3: "bicubic"}
+
+
+def _framing(preprocess: dict[str, Any]) -> dict[str, Any]:
+    """crop_pct and interpolation of an HF image processor: a processor that resizes straight to the model's size
+    keeps the whole image (1.0); one that centre-crops `crop_size` from `size['shortest_edge']` keeps their ratio."""
+    hints: dict[str, Any] = {}
+    if preprocess.get("resample") in _RESAMPLE:
+        hints["interpolation"] = _RESAMPLE[preprocess["resample"]]
+    size, crop = preprocess.get("size"), preprocess.get("crop_size")
+    if preprocess.get("do_center_crop") and isinstance(size, dict) and isinstance(crop, dict):
+        edge, height = size.get("shortest_edge"), crop.get("height")
+        if isinstance(edge, int) and isinstance(height, int) and 0 < height <= edge:
+            hints["crop_pct"] = height / edge
+    elif preprocess and not preprocess.get("do_center_crop"):
+        hints["crop_pct"] = 1.0
+    return hints

@@ -26,17 +26,19 @@ WEIGHTS_NAME = "model.safetensors"
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike, *,
-                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+                    state_dict: dict[str, torch.Tensor] | None = None, training: dict[str, Any] | None = None) -> Path:
     """Write `model` as a vitkit directory; each file is written to a temporary name and renamed.
 
-    `state_dict` replaces the model's own, e.g. the gathered full weights of a sharded (FSDP) model.
+    `state_dict` replaces the model's own, e.g. the gathered full weights of a sharded (FSDP) model. `training`
+    is stored under config.json's "training" key (where the weights came from); loading ignores it.
     """
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_json"):
         raise TypeError(f"save_pretrained needs a vitkit model with a .config, got {type(model).__name__}")
     directory = Path(directory)
     save_state_dict(model.state_dict() if state_dict is None else state_dict, directory / WEIGHTS_NAME)
-    write_text(directory / CONFIG_NAME, config.to_json() + "\n")
+    data = config.to_dict() | ({"training": training} if training else {})
+    write_text(directory / CONFIG_NAME, json.dumps(data, indent=2) + "\n")
     return directory
 
 

@@ -50,6 +50,10 @@ def timm_hints(meta: dict[str, Any]) -> dict[str, Any]:
     for key in ("mean", "std"):
         if key in pretrained:
             hints[key] = tuple(pretrained[key])
+    if "crop_pct" in pretrained and pretrained.get("crop_mode", "center") == "center":
+        hints["crop_pct"] = pretrained["crop_pct"]
+    if pretrained.get("interpolation") in ("bicubic", "bilinear"):
+        hints["interpolation"] = pretrained["interpolation"]
     return {k: TIMM_DEFAULTS[k][0] if v is None and k in TIMM_DEFAULTS else v for k, v in hints.items()}
 
 

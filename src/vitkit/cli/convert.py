@@ -4,12 +4,12 @@ the detected format, the config, the fields set by default, and every key that d
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import typer
 
 from ..checkpoints.detect import FORMATS
 from ..checkpoints.export import EXPORT_FORMATS, convert_checkpoint
+from ..models import parse_overrides
 from .app import app
 from .output import TRUST_PICKLE_HELP, echo_json
 
@@ -27,21 +27,6 @@ def parse_size(text: str | None, option: str = "--img-size") -> int | tuple[int,
     return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
-def parse_settings(items: list[str]) -> dict[str, Any]:
-    """['select_layer=-2', 'ignore_head=true'] -> {'select_layer': -2, 'ignore_head': True} (JSON values,
-    bare words as strings)."""
-    settings: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    return settings
-
-
 @app.command()
 def convert(
     source: str = typer.Argument(..., metavar="SRC", help="Weights file, model directory, or hf-hub:org/name."),
@@ -57,7 +42,7 @@ def convert(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Convert a checkpoint; print the detected format, the config and the key report."""
-    overrides = parse_settings(settings)
+    overrides = parse_overrides(settings)
     overrides.update({k: v for k, v in (("num_heads", num_heads), ("act_layer", act_layer)) if v is not None})
     loaded, files = convert_checkpoint(source, out_dir, source_format=source_format, to=to, strict=strict,
                                        img_size=parse_size(img_size), trust_pickle=trust_pickle, **overrides)

@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from ..checkpoints import load_pretrained
-from ..data import DataConfig, load_splits, read_image
+from ..data import DataConfig, eval_transform, load_splits
+from ..data.datasets import open_image
 from ..data.packed import PackCollate, default_max_tokens
-from ..data.transforms import resize
 from ..train import RunDir, evaluate, predict
 from ..train.distributed import setup
 from ..train.plots import plot_confusion
@@ -89,9 +89,8 @@ def predict_command(
     for path in images:
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
-    batch = torch.stack([
-        data_config.normalize(resize(read_image(path, data_config.in_chans), data_config.img_size)) for path in images
-    ])
+    prepare = eval_transform(data_config)  # as `vitkit eval` and training's validation: timm's centre crop
+    batch = torch.stack([prepare(open_image(path, data_config.in_chans)) for path in images])
     probs, indices = predict(model, batch, top_k)
     results = [
         {"image": str(path), "top": [{"label": labels[i], "probability": p} for p, i in

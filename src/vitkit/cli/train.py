@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..train import RunSummary, TrainOptions, train
+from ..train.optim import GroupSummary
 from .app import app
 from .output import console
 
@@ -25,6 +26,7 @@ class RichReporter:
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"),
             TextColumn("{task.fields[rate]:.0f} img/s"),
+            TextColumn("data {task.fields[data]:.0%}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -33,25 +35,40 @@ class RichReporter:
         self.task = None
         self.epochs = 0
 
-    def start(self, total_steps: int, done_steps: int, epochs: int, steps_per_epoch: int) -> None:
+    def start(self, total_steps: int, done_steps: int, epochs: int, steps_per_epoch: int,
+              groups: list[GroupSummary]) -> None:
         self.epochs = epochs
+        self.console.print(_groups_table(groups))
         self.progress.start()
         self.task = self.progress.add_task("train", total=total_steps, completed=done_steps,
                                            epoch=done_steps // max(steps_per_epoch, 1) + 1, epochs=epochs,
-                                           loss=float("nan"), rate=0.0)
+                                           loss=float("nan"), rate=0.0, data=0.0)
 
-    def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None:
-        self.progress.update(self.task, completed=step, epoch=epoch + 1, loss=loss, rate=images_per_second)
+    def step(self, epoch: int, step: int, loss: float, images_per_second: float, data_share: float) -> None:
+        """`data_share`: the part of the step spent waiting for the next batch."""
+        self.progress.update(self.task, completed=step, epoch=epoch + 1, loss=loss, rate=images_per_second,
+                             data=data_share)
 
     def epoch(self, record: dict) -> None:
+        ema = f"  EMA top-1 {100 * record['ema_val_top1']:.2f}%" if "ema_val_top1" in record else ""
         self.progress.console.print(
             f"epoch {record['epoch'] + 1:>3}/{self.epochs}  train loss {record['train_loss']:.4f}  "
             f"val loss {record['val_loss']:.4f}  top-1 {100 * record['val_top1']:.2f}%  "
-            f"top-5 {100 * record['val_top5']:.2f}%"
+            f"top-5 {100 * record['val_top5']:.2f}%{ema}"
         )
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def _groups_table(groups: list[GroupSummary]) -> Table:
+    """The optimizer's parameter groups: what trains, at which share of the learning rate, with what decay."""
+    table = Table(title="optimizer parameter groups")
+    for name in ("layer", "tensors", "parameters", "lr scale", "weight decay"):
+        table.add_column(name, justify="left" if name == "layer" else "right")
+    for g in groups:
+        table.add_row(g.layer, str(g.tensors), f"{g.params:,}", f"{g.lr_scale:.4g}", f"{g.weight_decay:g}")
+    return table
 
 
 def _summary(summary: RunSummary) -> Table:
@@ -65,11 +82,13 @@ def _summary(summary: RunSummary) -> Table:
         ("run directory", str(summary.run_dir)),
         ("epochs", str(summary.epochs)),
         ("optimizer steps", str(summary.steps)),
-        ("best val top-1", f"{100 * summary.best_top1:.2f}%" if summary.best_top1 >= 0 else "-"),
+        ("best val top-1", f"{100 * summary.best_top1:.2f}% ({summary.best_weights} weights)"
+         if summary.best_top1 >= 0 else "-"),
         ("last val top-1", f"{100 * summary.last.top1:.2f}%" if summary.last else "-"),
         ("last val top-5", f"{100 * summary.last.top5:.2f}%" if summary.last else "-"),
         ("wall time", f"{summary.seconds:.1f} s"),
         ("throughput", f"{summary.images_per_second:.0f} img/s"),
+        ("unreadable files skipped", str(len(summary.skipped))),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -86,6 +105,8 @@ def train_command(
     epochs: int = typer.Option(30, help="Training epochs."),
     batch_size: int = typer.Option(64, help="Global batch size (split across processes and --grad-accum)."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
+    layer_decay: float | None = typer.Option(None, help="Per-block lr scale: head 1.0, each block below x this."),
+    clip_grad: float | None = typer.Option(None, help="Clip the gradients' global norm to this."),
     weight_decay: float = typer.Option(0.05, help="Weight decay (not on norms, biases, position tables, tokens)."),
     warmup_epochs: float = typer.Option(3.0, help="Linear warm-up before the cosine decay."),
     label_smoothing: float = typer.Option(0.1, help="Label smoothing of the cross-entropy."),
@@ -95,7 +116,7 @@ def train_command(
     attention: str = typer.Option("auto", help="Attention backend (see `vitkit doctor`)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
-    workers: int = typer.Option(0, help="DataLoader worker processes."),
+    workers: str = typer.Option("auto", help="DataLoader processes; auto: min(cores, 8) for folders, 0 for digits."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
     deterministic: bool = typer.Option(
         False, "--deterministic", help="Deterministic kernels only: two runs with one seed give identical weights."
@@ -109,6 +130,26 @@ def train_command(
     ),
     max_tokens: int | None = typer.Option(None, help="With --packing: tokens per sequence (default: 4 full images)."),
     token_drop: float = typer.Option(0.0, help="With --packing: NaViT token-dropping rate in training."),
+    aa: str = typer.Option("none", "--aa", help="Auto-augment: rand-m9-mstd0.5-inc1 | trivial | augmix | none."),
+    reprob: float = typer.Option(0.0, help="Random-erasing probability."),
+    color_jitter: float = typer.Option(0.0, help="Colour-jitter strength (brightness, contrast, saturation)."),
+    scale: tuple[float, float] = typer.Option((0.08, 1.0), help="Random-resized-crop area range."),
+    ratio: tuple[float, float] = typer.Option((3 / 4, 4 / 3), help="Random-resized-crop aspect range."),
+    hflip: float = typer.Option(0.5, help="Horizontal-flip probability."),
+    interpolation: str | None = typer.Option(None, help="bicubic | bilinear (default: the model's)."),
+    crop_pct: float | None = typer.Option(None, help="Evaluation centre crop (default: the model's weights')."),
+    mixup: float = typer.Option(0.0, help="Mixup alpha (0: off)."),
+    cutmix: float = typer.Option(0.0, help="CutMix alpha (0: off)."),
+    mixup_prob: float = typer.Option(1.0, help="Probability a batch is mixed."),
+    mixup_switch_prob: float = typer.Option(0.5, help="Probability of cutmix when both are on."),
+    model_ema: bool = typer.Option(False, "--model-ema", help="Keep an EMA of the weights; save the better."),
+    model_ema_decay: float = typer.Option(0.9998, help="EMA decay per optimizer step."),
+    freeze: list[str] = typer.Option([], help="Freeze parameters matching this pattern (repeatable)."),
+    linear_probe: bool = typer.Option(False, "--linear-probe", help="Train only the head and fc_norm."),
+    settings: list[str] = typer.Option([], "--set", help="Model config field, FIELD=VALUE (repeatable)."),
+    skip_unreadable: bool = typer.Option(
+        False, "--skip-unreadable", help="Leave unreadable images out (listed at the end) instead of stopping."
+    ),
     resume: Path | None = typer.Option(None, help="Continue the run in this directory."),
 ) -> None:
     """Train a model; by default the digits ViT on scikit-learn's bundled 8x8 digits."""
@@ -117,13 +158,27 @@ def train_command(
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing, drop_path=drop_path, precision=precision,
         grad_checkpointing=grad_checkpointing, attention=attention, compile=compile, grad_accum=grad_accum,
-        workers=workers, seed=seed, deterministic=deterministic, device=device,
+        workers=workers if workers == "auto" else _count(workers, "--workers"), seed=seed,
+        deterministic=deterministic, device=device,
         out=None if out is None else str(out), save_every=save_every,
-        fsdp=fsdp, packing=packing, max_tokens=max_tokens, token_drop=token_drop,
+        fsdp=fsdp, packing=packing, max_tokens=max_tokens, token_drop=token_drop, layer_decay=layer_decay,
+        clip_grad=clip_grad, aa=aa, reprob=reprob, color_jitter=color_jitter, scale=scale, ratio=ratio, hflip=hflip,
+        interpolation=interpolation, crop_pct=crop_pct, mixup=mixup, cutmix=cutmix, mixup_prob=mixup_prob,
+        mixup_switch_prob=mixup_switch_prob, model_ema=model_ema, model_ema_decay=model_ema_decay,
+        freeze=tuple(freeze), linear_probe=linear_probe, overrides=tuple(settings), skip_unreadable=skip_unreadable,
     )
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 draws and prints
     summary = train(options, resume=resume, reporter=RichReporter() if is_main else None)
     if is_main:
         console().print(_summary(summary))
+        for path in summary.skipped:
+            console().print(f"skipped unreadable image: {path}", soft_wrap=True, markup=False, highlight=False)
     if summary.interrupted:
         raise typer.Exit(130)
+
+
+def _count(text: str, option: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{option} must be 'auto' or an integer >= 0, got {text!r}") from None

@@ -1,16 +1,23 @@
 """Data for training and evaluation: bundled digits, image folders, transforms, sharded sampling."""
 
-from .datasets import ImageDataset, Splits, digits, image_folder, load_splits, read_image
+from .augment import Augment
+from .datasets import ImageDataset, Splits, digits, image_folder, load_splits, read_image, write_digits_folder
+from .mixup import BatchMix
 from .sampler import ShardedBatchSampler
-from .transforms import DataConfig
+from .transforms import DataConfig, eval_transform, train_transform
 
 __all__ = [
+    "Augment",
+    "BatchMix",
     "DataConfig",
     "ImageDataset",
     "ShardedBatchSampler",
     "Splits",
     "digits",
+    "eval_transform",
     "image_folder",
     "load_splits",
     "read_image",
+    "train_transform",
+    "write_digits_folder",
 ]

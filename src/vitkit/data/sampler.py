@@ -8,16 +8,17 @@ import torch
 from torch.utils.data import Sampler
 
 
-class ShardedBatchSampler(Sampler[list[int]]):
+class ShardedBatchSampler(Sampler[list[int] | list[tuple[int, int]]]):
     """Yields this rank's slice of each global batch of a seeded, per-epoch permutation.
 
     Rank r of w takes positions [r*b, (r+1)*b) of every global batch of w*b samples, so the union
     over ranks of step k is the single-process batch k. `start_batch` skips batches already done
-    (mid-epoch resume).
+    (mid-epoch resume). With `epoch_keys` each sample is yielded as (epoch, index): the dataset learns the
+    epoch from the key, which reaches persistent workers too.
     """
 
     def __init__(self, num_samples: int, global_batch: int, *, rank: int = 0, world: int = 1, shuffle: bool = True,
-                 drop_last: bool = True, seed: int = 0) -> None:
+                 drop_last: bool = True, seed: int = 0, epoch_keys: bool = False) -> None:
         if global_batch <= 0:
             raise ValueError(f"batch size must be positive, got {global_batch}")
         if global_batch % world:
@@ -29,6 +30,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
+        self.epoch_keys = epoch_keys
         self.epoch = 0
         self.start_batch = 0
 
@@ -40,7 +42,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
         full, rest = divmod(self.num_samples, self.global_batch)
         return full + (1 if rest and not self.drop_last else 0)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int] | list[tuple[int, int]]]:
         if self.shuffle:
             order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
@@ -51,4 +53,4 @@ class ShardedBatchSampler(Sampler[list[int]]):
             per_rank = -(-len(chunk) // (self.global_batch // self.local_batch))
             mine = chunk[self.rank * per_rank : (self.rank + 1) * per_rank]
             if len(mine):
-                yield mine.tolist()
+                yield [(self.epoch, i) for i in mine.tolist()] if self.epoch_keys else mine.tolist()

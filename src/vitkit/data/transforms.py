@@ -1,31 +1,43 @@
-"""Image preprocessing from a model's data config (size, channels, mean, std), in plain torch + PIL.
+"""Image preprocessing from a model's data config, on torchvision.transforms.v2.
 
-Training augmentation draws its randomness from a generator seeded by (seed, epoch, sample index),
-so a sample's view is the same however the data is sharded, batched, or resumed.
+Evaluation follows timm's `create_transform(is_training=False)`: the shorter side resized to
+`img_size / crop_pct`, then a centre crop. Training draws every random choice of a sample from a stream
+seeded by (seed, epoch, sample index), so a sample's view is the same however the data is sharded,
+batched, loaded by workers or resumed.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from .augment import INTERPOLATIONS, Augment, auto_augment
 
 if TYPE_CHECKING:
     from ..models import ViTConfig
 
+Transform = Callable[[Any], torch.Tensor]
+
 
 @dataclass(frozen=True)
 class DataConfig:
-    """What a model expects of its input images."""
+    """What a model expects of its input images, and how evaluation frames them (timm's data config)."""
 
     img_size: tuple[int, int]
     in_chans: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    crop_pct: float = 1.0
+    interpolation: str = "bicubic"
 
     def __post_init__(self) -> None:
         for name in ("mean", "std"):
@@ -34,11 +46,16 @@ class DataConfig:
                     f"the model's {name} has {len(getattr(self, name))} values but it takes {self.in_chans} channels; "
                     f"give {name} one value per channel (or a single value) in its config"
                 )
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1] (the share of the resized image kept), got {self.crop_pct}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
 
     @classmethod
     def of(cls, config: ViTConfig) -> DataConfig:
         """The data config of a model's ViTConfig."""
-        return cls(tuple(config.img_size), config.in_chans, tuple(config.mean), tuple(config.std))
+        return cls(tuple(config.img_size), config.in_chans, tuple(config.mean), tuple(config.std),
+                   config.crop_pct, config.interpolation)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """(C, H, W) or (B, C, H, W) in [0, 1] -> normalised by mean/std (broadcast when one value)."""
@@ -46,15 +63,133 @@ class DataConfig:
         std = torch.tensor(self.std, dtype=x.dtype).view(-1, 1, 1)
         return (x - mean) / std
 
+    def _to_float(self) -> list[Transform]:
+        """uint8 image -> float in [0, 1] -> normalised; one mean/std value is used for every channel."""
+        return [v2.ToImage(), _Normalize(self.mean, self.std)]
+
+
+class _Normalize:
+    """uint8 (C, H, W) -> (x / 255 - mean) / std in float32: timm's ToTensor + Normalize, the same operations in the
+    same order (so the same bits), in place on one fresh tensor."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image.to(torch.float32).div_(255).sub_(self.mean).div_(self.std)
+
+
+def eval_transform(data: DataConfig, *, keep_aspect: bool = False) -> v2.Compose:
+    """A PIL image or uint8 (C, H, W) tensor -> normalised float (C, *img_size): timm's centre-crop evaluation.
+    With `keep_aspect` (packed batches) the image keeps its aspect ratio, its longer side capped at the model's."""
+    interpolation = INTERPOLATIONS[data.interpolation]
+    if keep_aspect:
+        return v2.Compose([FitWithin(max(data.img_size), interpolation), *data._to_float()])
+    height, width = data.img_size
+    scale_size = (math.floor(height / data.crop_pct), math.floor(width / data.crop_pct))
+    if scale_size[0] == scale_size[1]:
+        resize: Transform = v2.Resize(scale_size[0], interpolation=interpolation, antialias=True)
+    else:
+        resize = _ShorterSideTo(scale_size, interpolation)
+    return v2.Compose([resize, v2.CenterCrop(data.img_size), *data._to_float()])
+
+
+class _ShorterSideTo:
+    """Resize keeping the aspect ratio until the image covers `size` (timm's `ResizeKeepRatio`)."""
+
+    def __init__(self, size: tuple[int, int], interpolation: v2.InterpolationMode) -> None:
+        self.size, self.interpolation = size, interpolation
+
+    def __call__(self, image: Any) -> Any:
+        height, width = TF.get_size(image)
+        ratio = min(height / self.size[0], width / self.size[1])
+        return TF.resize(image, [round(height / ratio), round(width / ratio)], interpolation=self.interpolation,
+                         antialias=True)
+
+
+def train_transform(data: DataConfig, augment: Augment, *, keep_aspect: bool = False) -> v2.Compose:
+    """The training view of an image: random-resized crop (or, with `keep_aspect`, a crop of the image's own aspect
+    capped at the model's size), flip, auto-augment, colour jitter, normalisation, random erasing."""
+    interpolation = INTERPOLATIONS[data.interpolation]
+    if keep_aspect:
+        crop: list[Transform] = [RandomAspectCrop(), FitWithin(max(data.img_size), interpolation)]
+    else:
+        crop = [v2.RandomResizedCrop(data.img_size, scale=augment.scale, ratio=augment.ratio,
+                                     interpolation=interpolation, antialias=True)]
+    steps = [*crop, v2.RandomHorizontalFlip(augment.hflip)] if augment.hflip else crop
+    aa = auto_augment(augment.aa)
+    if aa is not None:
+        steps.append(aa)
+    if augment.color_jitter:
+        steps.append(v2.ColorJitter(*(augment.color_jitter,) * 3))
+    steps += data._to_float()
+    if augment.reprob:  # timm's default 'pixel' mode: the erased box gets normal noise per pixel
+        steps.append(v2.RandomErasing(p=augment.reprob, value="random"))
+    return v2.Compose(steps)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's random stream in one epoch."""
+    return (seed * 1_000_003 + epoch) * 1_000_033 + index
+
+
+def seeded(transform: Callable[..., Any], *inputs: Any, seed: int) -> Any:
+    """`transform(*inputs)` with torch's CPU random stream set to `seed`, and the caller's stream left as it was.
+    (Only the CPU generator is touched: `torch.manual_seed` would also queue seeds for CUDA/XPU/MTIA, a stack
+    capture each, which cost more than a small image's whole augmentation.)"""
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        return transform(*inputs)
+    finally:
+        generator.set_state(state)
+
+
+class RandomAspectCrop:
+    """A random crop of `scale` of the area with the image's own aspect ratio (NaViT-style packed training)."""
+
+    def __init__(self, scale: tuple[float, float] = (0.35, 1.0)) -> None:
+        self.scale = scale
+
+    def __call__(self, image: Any) -> Any:
+        height, width = TF.get_size(image)
+        side = torch.empty(()).uniform_(*self.scale).item() ** 0.5
+        h, w = max(1, round(height * side)), max(1, round(width * side))
+        top = int(torch.randint(0, height - h + 1, ()))
+        left = int(torch.randint(0, width - w + 1, ()))
+        return TF.crop(image, top, left, h, w)
+
+
+class FitWithin:
+    """Shrink so that the longer side is at most `max_side`, aspect ratio kept (never enlarged)."""
+
+    def __init__(self, max_side: int, interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR) -> None:
+        self.max_side, self.interpolation = max_side, interpolation
+
+    def __call__(self, image: Any) -> Any:
+        height, width = TF.get_size(image)
+        longest = max(height, width)
+        if longest <= self.max_side:
+            return image
+        size = [max(1, round(height * self.max_side / longest)), max(1, round(width * self.max_side / longest))]
+        return TF.resize(image, size, interpolation=self.interpolation, antialias=True)
+
 
 def pil_to_tensor(image: Image.Image, in_chans: int) -> torch.Tensor:
     """A PIL image -> (C, H, W) float in [0, 1], converted to grey or RGB to match `in_chans`."""
+    array = np.asarray(image.convert(pil_mode(in_chans)), dtype=np.float32) / 255.0
+    array = array[:, :, None] if array.ndim == 2 else array
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
+
+
+def pil_mode(in_chans: int) -> str:
+    """The PIL mode of a model's input: grey ('L') or 'RGB'."""
     mode = {1: "L", 3: "RGB"}.get(in_chans)
     if mode is None:
         raise ValueError(f"images can be read for in_chans 1 (grey) or 3 (RGB), not {in_chans}")
-    array = np.asarray(image.convert(mode), dtype=np.float32) / 255.0
-    array = array[:, :, None] if array.ndim == 2 else array
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
+    return mode
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -62,23 +197,3 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-
-
-def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The random stream of one sample's augmentation in one epoch."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + index)
-
-
-def random_resized_crop(x: torch.Tensor, size: tuple[int, int], gen: torch.Generator,
-                        scale: tuple[float, float] = (0.35, 1.0)) -> torch.Tensor:
-    """Inception-style crop: a random area fraction and aspect ratio, resized to `size`, random h-flip."""
-    _, height, width = x.shape
-    area = height * width * torch.empty(1).uniform_(*scale, generator=gen).item()
-    log_ratio = torch.empty(1).uniform_(np.log(3 / 4), np.log(4 / 3), generator=gen).item()
-    ratio = float(np.exp(log_ratio))
-    h = min(height, max(1, round((area / ratio) ** 0.5)))
-    w = min(width, max(1, round((area * ratio) ** 0.5)))
-    top = torch.randint(0, height - h + 1, (1,), generator=gen).item()
-    left = torch.randint(0, width - w + 1, (1,), generator=gen).item()
-    x = resize(x[:, top : top + h, left : left + w], size)
-    return x.flip(-1) if torch.rand(1, generator=gen).item() < 0.5 else x

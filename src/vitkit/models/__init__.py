@@ -1,6 +1,6 @@
 """Models, their configs, and the registry of named configurations."""
 
-from .config import ViTConfig, config_from_dict, simple_vit_config
+from .config import ViTConfig, config_from_dict, parse_overrides, simple_vit_config
 from .registry import ModelInfo, build_model, create_model, get_config, list_models, model_info
 from .simple_vit import SimpleViT
 from .vision_transformer import VisionTransformer
@@ -16,5 +16,6 @@ __all__ = [
     "get_config",
     "list_models",
     "model_info",
+    "parse_overrides",
     "simple_vit_config",
 ]

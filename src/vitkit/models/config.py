@@ -19,6 +19,9 @@ HALF_STD = (0.5, 0.5, 0.5)
 WEIGHT_INITS = ("", "jax", "skip")
 POS_EMBEDS = ("learn", "sincos", "none")
 PATCH_EMBEDS = ("conv", "norm_linear_norm")
+INTERPOLATIONS = ("bicubic", "bilinear")
+# config.json keys that are not fields: which family reads it, and where trained weights came from.
+METADATA = ("family", "training")
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -95,7 +98,7 @@ class _Config:
     def from_dict(cls, data: dict[str, Any]) -> _Config:
         if not isinstance(data, dict):
             raise ValueError(f"a {cls.__name__} is built from a dict of its fields, got {type(data).__name__}")
-        data = {k: v for k, v in data.items() if k != "family"}
+        data = {k: v for k, v in data.items() if k not in METADATA}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -127,6 +130,8 @@ class ViTConfig(_Config):
     `patch_embed='norm_linear_norm'` is vit-pytorch's LayerNorm -> Linear -> LayerNorm patch projection.
     `check_finite=True` makes the forward pass reject images holding NaN or Inf (one reduction over the input).
     `token_drop` is NaViT's rate of patch tokens dropped per image in packed training (`forward_packed`).
+    `mean`, `std`, `crop_pct` and `interpolation` say how its input images are prepared, as timm's pretrained_cfg:
+    evaluation resizes the shorter side to img_size / crop_pct and takes the centre crop.
 
     The defaults are seed 000's, so `VisionTransformer(**seed_kwargs)` is seed 000's model: `nn.LayerNorm` (eps
     1e-5) and exact GELU. Registered names set the values of the library they are named after (timm: eps 1e-6).
@@ -186,6 +191,8 @@ class ViTConfig(_Config):
     check_finite: bool = False
     mean: tuple[float, float, float] = HALF_MEAN
     std: tuple[float, float, float] = HALF_STD
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, here
@@ -216,6 +223,11 @@ class ViTConfig(_Config):
             raise ValueError(f"mlp_ratio must give an MLP width int(embed_dim * mlp_ratio) >= 1, got {self.mlp_ratio}")
         if self.norm_eps <= 0:
             raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1] (the share of the resized image evaluation keeps), "
+                             f"got {self.crop_pct}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
         for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
                      "head_drop_rate", "token_drop"):
             _rate(name, getattr(self, name))
@@ -388,4 +400,19 @@ def config_from_dict(data: dict[str, Any]) -> ViTConfig:
             f"{family} config lacks required fields: {', '.join(missing)}; add them (a config written by "
             "vitkit.save_pretrained has every field)"
         )
-    return read({k: v for k, v in data.items() if k != "family"})
+    return read({k: v for k, v in data.items() if k not in METADATA})
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """['select_layer=-2', 'ignore_head=true'] -> {'select_layer': -2, 'ignore_head': True} (JSON values, bare words
+    as strings): the `--set FIELD=VALUE` options of the command line."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings

@@ -13,7 +13,8 @@ from .config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, config_from_dict, si
 from .vision_transformer import VisionTransformer
 
 # timm builds its ViTs with LayerNorm eps 1e-6 and exact GELU (seed 000's defaults are eps 1e-5, exact GELU).
-_TIMM = dict(norm_eps=1e-6, act_layer="gelu")
+# Their images are prepared as timm's pretrained_cfg says: centre crop 0.9, bicubic.
+_TIMM = dict(norm_eps=1e-6, act_layer="gelu", crop_pct=0.9)
 # timm's SigLIP ports (`vit_*_siglip_*`): no class token, MAP head, no classifier, and timm's exact GELU. vLLM and
 # SGLang run DeepSeek-VL2's tower as timm's `vit_so400m_patch14_siglip_384`, so these are its numbers too.
 # Google's big_vision and HF transformers run GELU-tanh; their loaders keep it (`act_layer="gelu_tanh"` here).
@@ -50,7 +51,7 @@ _CONFIGS: dict[str, ViTConfig] = {
     "vit_digits": ViTConfig(
         img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=64, depth=4, num_heads=4,
         mlp_ratio=2.0, global_pool="avg", class_token=False, pos_embed="sincos", norm_eps=1e-6,
-        mean=(0.5,), std=(0.5,),
+        mean=(0.5,), std=(0.5,), crop_pct=1.0,
     ),
 }
 

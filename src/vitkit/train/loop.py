@@ -18,12 +18,13 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import DataConfig, ShardedBatchSampler, load_splits
+from ..data import BatchMix, DataConfig, ShardedBatchSampler, load_splits
 from ..data.packed import PackCollate, default_max_tokens
 from . import distributed as D
+from .ema import ModelEma
 from .evaluate import EvalResult, evaluate
 from .model_setup import build_for_run, run_config
-from .optim import build_optimizer
+from .optim import GroupSummary, build_optimizer
 from .options import TrainOptions
 from .plots import plot_curves
 from .precision import autocast
@@ -34,8 +35,9 @@ from .step import optimizer_step
 class Reporter(Protocol):
     """Where a run reports progress (the CLI draws it with rich; tests may record it)."""
 
-    def start(self, total_steps: int, done_steps: int, epochs: int, steps_per_epoch: int) -> None: ...
-    def step(self, epoch: int, step: int, loss: float, images_per_second: float) -> None: ...
+    def start(self, total_steps: int, done_steps: int, epochs: int, steps_per_epoch: int,
+              groups: list[GroupSummary]) -> None: ...
+    def step(self, epoch: int, step: int, loss: float, images_per_second: float, data_share: float) -> None: ...
     def epoch(self, record: dict) -> None: ...
     def close(self) -> None: ...
 
@@ -52,6 +54,8 @@ class RunSummary:
     seconds: float
     images_per_second: float
     interrupted: bool
+    skipped: list[Path]  # unreadable files left out (--skip-unreadable)
+    best_weights: str  # 'live' or 'ema': which weights model.safetensors holds
 
 
 class _StopFlag:
@@ -122,9 +126,13 @@ class _Trainer:
         self.options, self.run, self.env, self.reporter = options, run, env, reporter
         config = run_config(options)
         self.splits = load_splits(options.data, DataConfig.of(config), val_split=options.val_split, seed=options.seed,
-                                  keep_aspect=options.packing)
+                                  keep_aspect=options.packing, augment=options.augment,
+                                  skip_unreadable=options.skip_unreadable)
         torch.manual_seed(options.seed)
         self.model = build_for_run(options, config, len(self.splits.classes)).to(env.device)
+        self.ema = ModelEma(self.model, options.model_ema_decay) if options.model_ema else None
+        self.mixer = BatchMix(len(self.splits.classes), mixup=options.mixup, cutmix=options.cutmix,
+                              prob=options.mixup_prob, switch_prob=options.mixup_switch_prob)
         self.net = D.wrap(self.model, env, options.fsdp)
         if options.compile:
             self.net = torch.compile(self.net)
@@ -136,26 +144,31 @@ class _Trainer:
             raise ValueError(f"--batch-size {options.batch_size} is larger than the {len(self.splits.train)} "
                              "training images")
         self.sampler = ShardedBatchSampler(len(self.splits.train), micro, rank=env.rank, world=env.world,
-                                           seed=options.seed)
-        # Each iterator a DataLoader starts draws its worker seed from its generator, by default the global RNG
-        # that dropout and stochastic depth use: own generators keep that stream where a resumed run expects it.
-        collate = _pack_collate(options, self.model) if options.packing else None
-        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, num_workers=options.workers,
-                                 generator=torch.Generator(), collate_fn=collate)
+                                           seed=options.seed, epoch_keys=True)
         val_sampler = ShardedBatchSampler(len(self.splits.val), micro, rank=env.rank, world=env.world,
                                           shuffle=False, drop_last=False)
-        self.val_loader = DataLoader(self.splits.val, batch_sampler=val_sampler, num_workers=options.workers,
-                                     generator=torch.Generator(), collate_fn=collate)
+        collate = _pack_collate(options, self.model) if options.packing else None
+        workers = options.loader_workers(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                         else os.cpu_count() or 1)
+        # Each iterator a DataLoader starts draws its worker seed from its generator, by default the global RNG
+        # that dropout and stochastic depth use: own generators keep that stream where a resumed run expects it.
+        loading = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=env.device.type == "cuda",
+                       collate_fn=collate)
+        self.loader = DataLoader(self.splits.train, batch_sampler=self.sampler, generator=torch.Generator(),
+                                 **loading)
+        self.val_loader = DataLoader(self.splits.val, batch_sampler=val_sampler, generator=torch.Generator(),
+                                     **loading)
         self.steps_per_epoch = len(self.sampler) // options.grad_accum
         total = self.steps_per_epoch * options.epochs
         warmup = min(total, round(options.warmup_epochs * self.steps_per_epoch))
-        self.optimizer, self.schedule = build_optimizer(
-            self.model, options.lr, options.weight_decay, total, max(1, warmup), options.min_lr
+        self.optimizer, self.schedule, self.groups = build_optimizer(
+            self.model, options.lr, options.weight_decay, total, max(1, warmup), options.min_lr, options.layer_decay
         )
         self.autocast = autocast(env.device, options.precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=options.precision == "fp16" and env.device.type == "cuda")
         self.records: list[dict] = []
         self.best_top1 = -1.0
+        self.best_weights = "live"
         self.epoch, self.step_in_epoch, self.step = 0, 0, 0
         self.last: EvalResult | None = None
         if resuming:
@@ -168,30 +181,34 @@ class _Trainer:
     def fit(self) -> RunSummary:
         opts, start, images = self.options, time.perf_counter(), 0
         if self.reporter:
-            self.reporter.start(self.steps_per_epoch * opts.epochs, self.step, opts.epochs, self.steps_per_epoch)
+            self.reporter.start(self.steps_per_epoch * opts.epochs, self.step, opts.epochs, self.steps_per_epoch,
+                                self.groups)
         interrupted = False
         with _StopFlag() as stop:
             while self.epoch < opts.epochs and not interrupted:
                 self.sampler.set_epoch(self.epoch, self.step_in_epoch * opts.grad_accum)
-                self.splits.train.epoch = self.epoch
                 self.loader.generator.manual_seed(opts.seed + self.epoch)  # worker seeds: a function of the epoch
-                batches = iter(self.loader)
+                batches = _Timed(iter(self.loader))
                 while self.step_in_epoch < self.steps_per_epoch:
-                    tick = time.perf_counter()
-                    lr = self.schedule.get_last_lr()[0]  # the rate this step runs at (the schedule then advances)
+                    tick, batches.waited = time.perf_counter(), 0.0
+                    lr = self.schedule.get_last_lr()[-1]  # the head's rate this step (the schedule then advances)
                     loss = optimizer_step(self.net, batches, self.optimizer, self.schedule, self.scaler,
                                           self.autocast, grad_accum=opts.grad_accum,
-                                          label_smoothing=opts.label_smoothing, device=self.env.device)
+                                          label_smoothing=opts.label_smoothing, device=self.env.device,
+                                          mix=self._mix if self.mixer.active else None, clip_grad=opts.clip_grad)
+                    if self.ema is not None:
+                        self.ema.update(self.model)
                     loss, stop_votes = self._reduce(loss, stop.requested)
                     self.step += 1
                     self.step_in_epoch += 1
                     images += opts.batch_size
-                    rate = opts.batch_size / max(time.perf_counter() - tick, 1e-9)
+                    seconds = max(time.perf_counter() - tick, 1e-9)
                     self.records.append({"kind": "step", "step": self.step, "epoch": self.epoch, "loss": loss,
                                          "lr": lr,
                                          "epoch_float": self.epoch + self.step_in_epoch / self.steps_per_epoch})
                     if self.reporter:
-                        self.reporter.step(self.epoch, self.step, loss, rate)
+                        self.reporter.step(self.epoch, self.step, loss, opts.batch_size / seconds,
+                                           batches.waited / seconds)
                     if stop_votes:
                         interrupted = True
                         break
@@ -205,7 +222,12 @@ class _Trainer:
             self.reporter.close()
         seconds = time.perf_counter() - start
         return RunSummary(self.run.path, self.epoch, self.step, self.best_top1, self.last, seconds,
-                          images / max(seconds, 1e-9), interrupted)
+                          images / max(seconds, 1e-9), interrupted, self.splits.skipped, self.best_weights)
+
+    def _mix(self, images: torch.Tensor, labels: torch.Tensor, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mixup/cutmix of one micro-batch, its randomness a function of (seed, step, micro-batch, rank)."""
+        seed = ((self.options.seed * 1_000_003 + self.step) * 1_009 + micro) * 1_013 + self.env.rank
+        return self.mixer(images, labels, seed)
 
     def _reduce(self, loss: float, stop: bool) -> tuple[float, bool]:
         """Mean loss over processes, and whether any process was asked to stop (all stop together)."""
@@ -215,21 +237,33 @@ class _Trainer:
         return t[0].item() / self.env.world, bool(t[1].item())
 
     def _end_epoch(self) -> None:
-        result = evaluate(self.net, self.val_loader, len(self.splits.classes), self.env, self.autocast)
+        """Evaluate the live weights (and the EMA's beside them), keep the best of all epochs, checkpoint."""
+        classes = len(self.splits.classes)
+        result = evaluate(self.net, self.val_loader, classes, self.env, self.autocast)
         self.last = result
         epoch_steps = [r for r in self.records if r["kind"] == "step" and r["epoch"] == self.epoch]
         record = {"kind": "epoch", "epoch": self.epoch, "step": self.step,
                   "train_loss": sum(r["loss"] for r in epoch_steps) / max(len(epoch_steps), 1),
                   "val_loss": result.loss, "val_top1": result.top1, "val_top5": result.top5,
-                  "lr": epoch_steps[-1]["lr"] if epoch_steps else self.schedule.get_last_lr()[0]}
+                  "lr": epoch_steps[-1]["lr"] if epoch_steps else self.schedule.get_last_lr()[-1],
+                  "skipped_unreadable": len(self.splits.skipped)}
+        candidates = [("live", result.top1)]
+        if self.ema is not None:
+            ema = evaluate(self.ema.module, self.val_loader, classes, self.env, self.autocast)
+            record.update(ema_val_loss=ema.loss, ema_val_top1=ema.top1, ema_val_top5=ema.top5)
+            candidates.append(("ema", ema.top1))
         self.records.append(record)
-        improved = result.top1 > self.best_top1
-        self.best_top1 = max(self.best_top1, result.top1)
+        weights, top1 = max(candidates, key=lambda c: c[1])  # the live weights win a tie
+        improved = top1 > self.best_top1
         self.epoch += 1
         self.step_in_epoch = 0
         model_sd, _ = D.full_state(self.net)
-        if improved and self.env.is_main:
-            self.run.save_best(self.model, model_sd)
+        if improved:
+            self.best_top1, self.best_weights = top1, weights
+            if self.env.is_main:
+                source = self.model if weights == "live" else self.ema.module
+                state = model_sd if weights == "live" else self.ema.state_dict()
+                self.run.save_best(source, state, {"weights": weights, "epoch": self.epoch, "val_top1": top1})
         self._save_state(model_sd)
         if self.reporter:
             self.reporter.epoch(record)
@@ -250,6 +284,8 @@ class _Trainer:
             "step_in_epoch": self.step_in_epoch,
             "step": self.step,
             "best_top1": self.best_top1,
+            "best_weights": self.best_weights,
+            "ema": self.ema.state_dict() if self.ema is not None else {},
             "records": self.records,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -264,9 +300,31 @@ class _Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch, self.step = state["epoch"], state["step_in_epoch"], state["step"]
         self.best_top1, self.records = state["best_top1"], state["records"]
+        self.best_weights = state.get("best_weights", "live")
+        if self.ema is not None:
+            if not state.get("ema"):
+                raise ValueError(f"{self.run.path} was saved without --model-ema; it cannot resume with it")
+            self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+class _Timed:
+    """An iterator that adds up the seconds its caller waits for each item (`waited`)."""
+
+    def __init__(self, items: Iterator) -> None:
+        self.items, self.waited = items, 0.0
+
+    def __iter__(self) -> _Timed:
+        return self
+
+    def __next__(self) -> Any:
+        tick = time.perf_counter()
+        try:
+            return next(self.items)
+        finally:
+            self.waited += time.perf_counter() - tick
 
 
 def _pack_collate(options: TrainOptions, model: torch.nn.Module) -> PackCollate:

@@ -12,7 +12,8 @@ from ..checkpoints.pretrained import (
     read_config,
     upgrade_vitkit_weights,
 )
-from ..models import VisionTransformer, ViTConfig, build_model, config_from_dict, get_config
+from ..models import VisionTransformer, ViTConfig, build_model, config_from_dict, get_config, parse_overrides
+from .optim import freeze
 from .options import TrainOptions
 
 
@@ -31,7 +32,11 @@ def run_config(options: TrainOptions) -> ViTConfig:
         changes.update(dynamic_img_size=True, dynamic_img_pad=True, token_drop=options.token_drop)
     if options.drop_path is not None:
         changes["drop_path_rate"] = options.drop_path
-    return config.replace(**changes)
+    if options.crop_pct is not None:
+        changes["crop_pct"] = options.crop_pct
+    if options.interpolation is not None:
+        changes["interpolation"] = options.interpolation
+    return config.replace(**{**changes, **parse_overrides(options.overrides)})
 
 
 def build_for_run(options: TrainOptions, config: ViTConfig, num_classes: int) -> VisionTransformer:
@@ -41,6 +46,7 @@ def build_for_run(options: TrainOptions, config: ViTConfig, num_classes: int) ->
         _load_backbone(model, Path(options.pretrained))
     if options.grad_checkpointing:
         model.set_grad_checkpointing(options.grad_checkpointing)
+    freeze(model, list(options.freeze), linear_probe=options.linear_probe)
     return model
 
 

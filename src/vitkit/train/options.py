@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data import Augment, BatchMix
+from ..models import parse_overrides
 from .precision import PRECISIONS
 
 
@@ -23,6 +25,8 @@ class TrainOptions:
     epochs: int = 30
     batch_size: int = 64  # global: split across processes and accumulation steps
     lr: float = 2e-3
+    layer_decay: float | None = None  # per-block lr scale (BEiT / timm): head 1.0, block L d, ..., embedding d^(L+1)
+    clip_grad: float | None = None  # max global gradient norm
     weight_decay: float = 0.05
     warmup_epochs: float = 3.0
     min_lr: float = 1e-5
@@ -33,7 +37,7 @@ class TrainOptions:
     attention: str = "auto"
     compile: bool = False
     grad_accum: int = 1
-    workers: int = 0
+    workers: int | str = "auto"  # auto: min(cores, 8) for folders, 0 for the in-memory digits
     seed: int = 0
     device: str | None = None
     out: str | None = None
@@ -43,13 +47,36 @@ class TrainOptions:
     packing: bool = False  # NaViT: images keep their aspect ratio and are packed into token sequences
     max_tokens: int | None = None  # tokens per packed sequence (default: four full-size images)
     token_drop: float = 0.0  # NaViT token dropping rate in packed training
+    # Augmentation, as timm's train.py names it; the digits (in memory, 8x8) take none of it.
+    aa: str = "none"
+    reprob: float = 0.0
+    color_jitter: float = 0.0
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    interpolation: str | None = None  # None: the model's (its config.json)
+    crop_pct: float | None = None  # evaluation's centre crop; None: the model's
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    model_ema: bool = False
+    model_ema_decay: float = 0.9998
+    freeze: tuple[str, ...] = ()  # parameter-name patterns that do not train
+    linear_probe: bool = False  # train only the head and fc_norm
+    overrides: tuple[str, ...] = ()  # model config fields, FIELD=VALUE (--set)
+    skip_unreadable: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("scale", "ratio", "freeze", "overrides"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON gives lists
+        if self.workers != "auto" and (not isinstance(self.workers, int) or isinstance(self.workers, bool)):
+            raise ValueError(f"--workers must be 'auto' or an integer >= 0, got {self.workers!r}")
         for name in ("epochs", "batch_size", "grad_accum"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("workers", "grad_checkpointing", "save_every", "seed"):
+        for name in ("grad_checkpointing", "save_every", "seed", *(("workers",) if self.workers != "auto" else ())):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
@@ -72,6 +99,34 @@ class TrainOptions:
             raise ValueError(f"--token-drop must be in [0, 1), got {self.token_drop}")
         if not self.packing and (self.max_tokens is not None or self.token_drop):
             raise ValueError("--max-tokens and --token-drop need --packing")
+        _ = self.augment  # building them checks --aa, --reprob, --color-jitter, --scale, --ratio, --hflip ...
+        BatchMix(2, mixup=self.mixup, cutmix=self.cutmix, prob=self.mixup_prob, switch_prob=self.mixup_switch_prob)
+        if self.packing and (self.mixup or self.cutmix):
+            raise ValueError("--mixup and --cutmix mix images of one size; they do not work with --packing")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ValueError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ValueError(f"--clip-grad must be > 0, got {self.clip_grad}")
+        if not 0.0 < self.model_ema_decay < 1.0:
+            raise ValueError(f"--model-ema-decay must be in (0, 1), got {self.model_ema_decay}")
+        if self.model_ema and self.fsdp:
+            raise ValueError("--model-ema keeps a full copy of the model; it does not work with --fsdp")
+        if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
+        if self.interpolation not in (None, "bicubic", "bilinear"):
+            raise ValueError(f"--interpolation must be bicubic or bilinear, got {self.interpolation!r}")
+        parse_overrides(self.overrides)
+
+    @property
+    def augment(self) -> Augment:
+        """The training augmentation these options ask for."""
+        return Augment(self.aa, self.reprob, self.color_jitter, self.scale, self.ratio, self.hflip)
+
+    def loader_workers(self, cores: int) -> int:
+        """DataLoader workers: as given, or with 'auto' min(cores, 8) for folders and 0 for the in-memory digits."""
+        if self.workers != "auto":
+            return int(self.workers)
+        return 0 if self.data == "digits" else max(1, min(cores, 8))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

@@ -67,9 +67,10 @@ class RunDir:
         path = self.path / LABELS
         return json.loads(path.read_text()) if path.is_file() else []
 
-    def save_best(self, model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-        """The best weights as a vitkit model directory (config.json + model.safetensors)."""
-        save_pretrained(model, self.path, state_dict=state_dict)
+    def save_best(self, model: nn.Module, state_dict: dict[str, torch.Tensor], training: dict[str, Any]) -> None:
+        """The best weights as a vitkit model directory (config.json + model.safetensors); config.json's "training"
+        says which weights they are (live or EMA), from which epoch, at what accuracy."""
+        save_pretrained(model, self.path, state_dict=state_dict, training=training)
 
     def save_state(self, state: dict[str, Any]) -> None:
         """Resumable state (model, optimizer, schedule, step, RNG, metrics) in one atomic file, plus last weights."""
