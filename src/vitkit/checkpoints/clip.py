@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..models import INTERPOLATIONS
 from .hf_common import hf_hints
 from .hf_siglip import ENCODER_RULES, vision_tower
 from .keymap import Renamed, StateDict, drop_keys, fuse_qkv, rename, take_prefix
@@ -66,7 +67,7 @@ def open_clip_hints(meta: dict[str, Any]) -> dict[str, Any]:
         hints["img_size"] = vision["image_size"]
     preprocess = (meta.get("open_clip") or {}).get("preprocess_cfg") or {}
     hints.update({k: tuple(preprocess[k]) for k in ("mean", "std") if k in preprocess})
-    if preprocess.get("interpolation") in ("bicubic", "bilinear"):
+    if preprocess.get("interpolation") in INTERPOLATIONS:
         hints["interpolation"] = preprocess["interpolation"]
     return hints
 

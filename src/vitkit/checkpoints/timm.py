@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..models import INTERPOLATIONS
 from .keymap import Renamed, StateDict, take_prefix
 
 TIMM_DEFAULTS = {
@@ -52,7 +53,7 @@ def timm_hints(meta: dict[str, Any]) -> dict[str, Any]:
             hints[key] = tuple(pretrained[key])
     if "crop_pct" in pretrained and pretrained.get("crop_mode", "center") == "center":
         hints["crop_pct"] = pretrained["crop_pct"]
-    if pretrained.get("interpolation") in ("bicubic", "bilinear"):
+    if pretrained.get("interpolation") in INTERPOLATIONS:
         hints["interpolation"] = pretrained["interpolation"]
     return {k: TIMM_DEFAULTS[k][0] if v is None and k in TIMM_DEFAULTS else v for k, v in hints.items()}
 

@@ -10,7 +10,10 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-INTERPOLATIONS = {"bicubic": v2.InterpolationMode.BICUBIC, "bilinear": v2.InterpolationMode.BILINEAR}
+from ..models import INTERPOLATIONS as NAMES
+
+# A model config's interpolation name -> torchvision's mode.
+INTERPOLATIONS = {name: v2.InterpolationMode(name) for name in NAMES}
 
 
 class RandAugment(v2.RandAugment):

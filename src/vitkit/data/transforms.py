@@ -117,7 +117,7 @@ def train_transform(data: DataConfig, augment: Augment, *, keep_aspect: bool = F
     else:
         crop = [v2.RandomResizedCrop(data.img_size, scale=augment.scale, ratio=augment.ratio,
                                      interpolation=interpolation, antialias=True)]
-    steps = [*crop, v2.RandomHorizontalFlip(augment.hflip)] if augment.hflip else crop
+    steps = [*crop, v2.RandomHorizontalFlip(augment.hflip)] if augment.hflip else [*crop]
     aa = auto_augment(augment.aa)
     if aa is not None:
         steps.append(aa)

@@ -1,11 +1,12 @@
 """Models, their configs, and the registry of named configurations."""
 
-from .config import ViTConfig, config_from_dict, parse_overrides, simple_vit_config
+from .config import INTERPOLATIONS, ViTConfig, config_from_dict, parse_overrides, simple_vit_config
 from .registry import ModelInfo, build_model, create_model, get_config, list_models, model_info
 from .simple_vit import SimpleViT
 from .vision_transformer import VisionTransformer
 
 __all__ = [
+    "INTERPOLATIONS",
     "ModelInfo",
     "SimpleViT",
     "ViTConfig",

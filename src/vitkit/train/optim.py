@@ -50,10 +50,9 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
         layer = layer_id(name, depth) if layer_decay is not None else depth + 1
         decays = not (param.ndim <= 1 or name in skip)
         scale = layer_decay ** (depth + 1 - layer) if layer_decay is not None else 1.0
-        group = groups.setdefault((layer, decays), {"params": [], "names": [], "lr_scale": scale, "layer": layer,
+        group = groups.setdefault((layer, decays), {"params": [], "lr_scale": scale, "layer": layer,
                                                     "weight_decay": weight_decay if decays else 0.0})
         group["params"].append(param)
-        group["names"].append(name)
     return [groups[key] for key in sorted(groups)]
 
 

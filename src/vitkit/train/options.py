@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import Augment, BatchMix
-from ..models import parse_overrides
+from ..models import INTERPOLATIONS, parse_overrides
 from .precision import PRECISIONS
 
 
@@ -47,13 +47,13 @@ class TrainOptions:
     packing: bool = False  # NaViT: images keep their aspect ratio and are packed into token sequences
     max_tokens: int | None = None  # tokens per packed sequence (default: four full-size images)
     token_drop: float = 0.0  # NaViT token dropping rate in packed training
-    # Augmentation, as timm's train.py names it; the digits (in memory, 8x8) take none of it.
-    aa: str = "none"
-    reprob: float = 0.0
-    color_jitter: float = 0.0
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: float = 0.5
+    # Augmentation (`Augment`'s fields, flat as the command line has them); the in-memory digits take none of it.
+    aa: str = Augment.aa
+    reprob: float = Augment.reprob
+    color_jitter: float = Augment.color_jitter
+    scale: tuple[float, float] = Augment.scale
+    ratio: tuple[float, float] = Augment.ratio
+    hflip: float = Augment.hflip
     interpolation: str | None = None  # None: the model's (its config.json)
     crop_pct: float | None = None  # evaluation's centre crop; None: the model's
     mixup: float = 0.0
@@ -113,8 +113,8 @@ class TrainOptions:
             raise ValueError("--model-ema keeps a full copy of the model; it does not work with --fsdp")
         if self.crop_pct is not None and not 0.0 < self.crop_pct <= 1.0:
             raise ValueError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
-        if self.interpolation not in (None, "bicubic", "bilinear"):
-            raise ValueError(f"--interpolation must be bicubic or bilinear, got {self.interpolation!r}")
+        if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
         parse_overrides(self.overrides)
 
     @property
