@@ -168,6 +168,18 @@ if [ "$SUITE" = packing ]; then
     echo
     python benchmarks/profile_rows.py --model "${MODELS[0]}"
     echo
+    for profiled in "--images 24 --min-side 112 --max-side 448 --max-tokens 1024 --mode infer --steps 2" \
+                    "--images 64 --min-side 64 --max-side 512 --max-tokens 1024 --mode train --steps 1"; do
+      echo "#### Where the time and memory go: padded vs packed"
+      echo
+      echo '```bash'
+      echo "python benchmarks/profile_packing.py $profiled"
+      echo '```'
+      echo
+      # shellcheck disable=SC2086  # the options are words
+      python benchmarks/profile_packing.py $profiled 2>/dev/null
+      echo
+    done
     echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)."
     echo
     python benchmarks/packing_targets.py "$OUT"

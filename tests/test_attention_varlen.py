@@ -87,13 +87,20 @@ def test_flex_block_mask_matches_per_segment_reference() -> None:
     assert_matches_reference(out, q, k, v, q_ids, kv_ids, 0.3)
 
 
-def test_gradients_flow_through_the_dense_mask_path() -> None:
-    q, k, v, q_ids, kv_ids = packed_inputs("cross", seed=3)
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_packed_gradients_match_the_per_segment_reference(case: str, backend: str, dtype: torch.dtype) -> None:
+    """sdpa's per-segment path keeps one output buffer for backward and calls SDPA's own backward kernels."""
+    q, k, v, q_ids, kv_ids = packed_inputs(case, seed=3, dtype=dtype)
     valid = (q_ids >= 0)[:, None, :, None]  # padding rows' outputs are meaningless: no gradient from them
+    upstream = torch.randn(q.shape[:-1] + v.shape[-1:], generator=torch.Generator().manual_seed(5), dtype=dtype)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    (varlen_attention(*leaves, Segments(q_ids, kv_ids), backend="sdpa") * valid).sum().backward()
+    out = varlen_attention(*leaves, Segments(q_ids, kv_ids), backend=backend, scale=0.4)
+    (out * valid * upstream).sum().backward()
     want = [t.clone().requires_grad_() for t in (q, k, v)]
-    (per_segment_reference(*want, q_ids, kv_ids) * valid).sum().backward()
+    (per_segment_reference(*want, q_ids, kv_ids, 0.4) * valid * upstream).sum().backward()
+    assert_matches_reference(out.detach(), q, k, v, q_ids, kv_ids, 0.4)
     for got, ref in zip(leaves, want, strict=True):
         torch.testing.assert_close(got.grad.double(), ref.grad.double(), **TOL)
 

@@ -142,6 +142,18 @@ def test_live_tensor_bytes_sees_the_score_matrix_of_math_attention_only():
     assert peaks["math"] >= scores > peaks["sdpa"] >= q.numel() * 4
 
 
+def test_live_tensor_bytes_ignores_views_and_aliases_of_tensors_made_before():
+    before = torch.randn(1024, 256)
+    counter = LiveTensorBytes()
+    with counter:
+        kept = [before.to(torch.float32), before.view(256, 1024), before[:512], before.t()]
+        assert counter.peak == 0
+        made = before * 2  # a new tensor, and its views, count once
+        kept += [made.view(-1), made[:10]]
+    assert counter.peak == made.numel() * 4
+    assert kept
+
+
 def test_remarks_name_the_mode_only_when_it_matters():
     rows = [dataclasses.asdict(row) for row in (
         Row("timm", "infer", "skipped", reason="not installed"),

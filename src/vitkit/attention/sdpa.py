@@ -88,6 +88,9 @@ def run_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segm
     """Packed attention as one SDPA call per segment, on strided slices of q, k, v (no copies, no mask): the
     work is the sum of each segment's length squared, where a block-diagonal mask over the packed rows costs
     their length squared. Padding queries get zeros."""
+    if _CPU_FLASH and q.device.type == "cpu" and not dropout_p and torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or v.requires_grad) and q.dtype in _CPU_FLASH_DTYPES:
+        return _SegmentFlashCPU.apply(q, k, v, segments.spans, scale)
     B, H, N, _ = q.shape
     out = q.new_zeros(B, N, H, v.shape[-1])  # written per segment; transposed back on return
     for q_row, q_start, q_len, kv_row, kv_start, kv_len in segments.spans:
@@ -97,3 +100,47 @@ def run_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segm
                   deterministic=deterministic)  # (1, H, q_len, Dv)
         out[q_row, q_start : q_start + q_len] = seg[0].transpose(0, 1)
     return out.transpose(1, 2)  # (B, N, H, Dv) -> (B, H, N, Dv)
+
+
+_CPU_FLASH = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward")
+_CPU_FLASH_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+class _SegmentFlashCPU(torch.autograd.Function):
+    """Per-segment attention for training on CPU with SDPA's own flash kernels, each segment's result written
+    straight into one (B, N, H, Dv) buffer. Autograd keeps that buffer (the output projection saves it anyway)
+    and each segment's logsumexp, where calling SDPA per segment keeps every segment's output a second time:
+    one attention output per block (5% of a ViT-S training step's tensor memory)."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: list, scale: float | None):
+        B, H, N, _ = q.shape
+        out = q.new_zeros(B, N, H, v.shape[-1])
+        lses = []
+        for q_row, q_start, q_len, kv_row, kv_start, kv_len in spans:
+            keys = slice(kv_start, kv_start + kv_len)
+            seg, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                q[q_row : q_row + 1, :, q_start : q_start + q_len], k[kv_row : kv_row + 1, :, keys],
+                v[kv_row : kv_row + 1, :, keys], scale=scale)  # (1, H, q_len, Dv), (1, H, q_len)
+            out[q_row, q_start : q_start + q_len] = seg[0].transpose(0, 1)
+            lses.append(lse)
+        ctx.save_for_backward(q, k, v, out, *lses)
+        ctx.spans, ctx.scale = spans, scale
+        return out.transpose(1, 2)  # (B, N, H, Dv) -> (B, H, N, Dv)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        q, k, v, out, *lses = ctx.saved_tensors
+        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for (q_row, q_start, q_len, kv_row, kv_start, kv_len), lse in zip(ctx.spans, lses, strict=True):
+            queries, keys = slice(q_start, q_start + q_len), slice(kv_start, kv_start + kv_len)
+            qs = q[q_row : q_row + 1, :, queries]
+            ks, vs = k[kv_row : kv_row + 1, :, keys], v[kv_row : kv_row + 1, :, keys]
+            seg = out[q_row : q_row + 1, queries].transpose(1, 2)  # (1, H, q_len, Dv)
+            gq, gk, gv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                grad[q_row : q_row + 1, :, queries], qs, ks, vs, seg, lse, 0.0, False, scale=ctx.scale)
+            dq[q_row : q_row + 1, :, queries] += gq
+            dk[kv_row : kv_row + 1, :, keys] += gk
+            dv[kv_row : kv_row + 1, :, keys] += gv
+        return dq, dk, dv, None, None

@@ -13,7 +13,8 @@ class LiveTensorBytes(TorchDispatchMode):
     """Counts the storage of every tensor an operator returns inside the mode until that storage is freed.
 
     `peak` is the most bytes alive at once, not counting tensors made before the mode started (inputs,
-    weights). Kernels' private scratch buffers are invisible; on CPU they are small next to the tensors.
+    weights), nor their views and aliases made inside it (`x.to(x.dtype)` is `x`). Kernels' private scratch
+    buffers are invisible; on CPU they are small next to the tensors.
     """
 
     def __init__(self) -> None:
@@ -28,7 +29,7 @@ class LiveTensorBytes(TorchDispatchMode):
     def _track(self, tensor: torch.Tensor) -> None:
         storage = tensor.untyped_storage()
         key, size = storage.data_ptr(), storage.nbytes()
-        if size == 0 or key in self._sizes:  # views and in-place results share a counted storage
+        if size == 0 or key in self._sizes:  # in-place results share a counted storage
             return
         self._sizes[key] = size
         self.live += size
@@ -42,7 +43,16 @@ class LiveTensorBytes(TorchDispatchMode):
         schema = getattr(func, "_schema", None)  # higher-order operators have none
         if schema is not None and schema.is_mutable:  # in-place and out= operators write into others' storage
             return out
+        inputs = {_storage(t) for t in tree_flatten((args, kwargs))[0] if _real(t)}
         for item in tree_flatten(out)[0]:
-            if isinstance(item, torch.Tensor) and item.device.type != "meta":
+            if _real(item) and _storage(item) not in inputs:  # an output sharing an input's storage is a view
                 self._track(item)
         return out
+
+
+def _real(item: object) -> bool:
+    return isinstance(item, torch.Tensor) and item.device.type != "meta"
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()

@@ -98,7 +98,7 @@ def _packed_batches(images: list[torch.Tensor], model: torch.nn.Module, max_toke
 
 
 @dataclass
-class _Way:
+class Way:
     """One way through the images: its name, its `max_tokens` (packed only), its inputs, the tokens it runs."""
 
     name: str
@@ -109,28 +109,31 @@ class _Way:
     skip: str | None = None  # why this way cannot run these images
 
 
-def _ways(settings: PackingBenchSettings, model: torch.nn.Module, images: list[torch.Tensor],
-          device: torch.device) -> list[_Way]:
+def build_ways(settings: PackingBenchSettings, model: torch.nn.Module, images: list[torch.Tensor],
+               device: torch.device) -> list[Way]:
+    """One at a time, padded, then packed at each of `settings.max_tokens` (skipped if the largest image won't fit)."""
     patch, prefix = tuple(model.patch_embed.patch_size), model.num_prefix_tokens
     padded = _padded_batches(images, patch, settings.batch_size)
     padded_len = _tokens(padded[0][0], patch, prefix)
     ways = [
-        _Way("one at a time", None, [x[None].to(device) for x in images],
-             sum(_tokens(x, patch, prefix) for x in images), len(images)),
-        _Way("padded", None, [b.to(device) for b in padded], padded_len * len(images), len(images)),
+        Way("one at a time", None, [x[None].to(device) for x in images],
+            sum(_tokens(x, patch, prefix) for x in images), len(images)),
+        Way("padded", None, [b.to(device) for b in padded], padded_len * len(images), len(images)),
     ]
     largest = max(_tokens(x, patch, prefix) for x in images)
     for max_tokens in settings.max_tokens or (2 * largest,):
         if max_tokens < largest:
-            ways.append(_Way("packed", max_tokens, [], 0, 0, skip=f"the largest image has {largest} tokens"))
+            ways.append(Way("packed", max_tokens, [], 0, 0, skip=f"the largest image has {largest} tokens"))
             continue
         batches = [b.to(device) for b in _packed_batches(images, model, max_tokens, settings.batch_size * padded_len)]
-        ways.append(_Way("packed", max_tokens, batches, sum(b.num_sequences * b.seq_len for b in batches),
-                         sum(b.num_sequences for b in batches)))
+        ways.append(Way("packed", max_tokens, batches, sum(b.num_sequences * b.seq_len for b in batches),
+                        sum(b.num_sequences for b in batches)))
     return ways
 
 
-def _step(model: torch.nn.Module, batches: list, mode: str, device: torch.device, precision: str) -> Callable[[], None]:
+def step_fn(model: torch.nn.Module, batches: list, mode: str, device: torch.device,
+            precision: str) -> Callable[[], None]:
+    """One step of a way: every batch forward (and backward with the gradients cleared, when training)."""
     def run() -> None:
         for batch in batches:
             with autocast(device, precision):
@@ -164,9 +167,9 @@ def run_packing_bench(settings: PackingBenchSettings, progress: Progress | None 
         model = build_model(config).to(device).train(settings.mode == "train")
         images = random_images(settings, config.in_chans)
         real_tokens = sum(_tokens(x, tuple(model.patch_embed.patch_size), model.num_prefix_tokens) for x in images)
-        ways = _ways(settings, model, images, device)
+        ways = build_ways(settings, model, images, device)
         runnable = [way for way in ways if way.skip is None]
-        steps = {id(way): _step(model, way.batches, settings.mode, device, settings.precision) for way in runnable}
+        steps = {id(way): step_fn(model, way.batches, settings.mode, device, settings.precision) for way in runnable}
         seconds: dict[int, list[float]] = {id(way): [] for way in runnable}
         for round_ in range(settings.rounds):
             for way in runnable:
