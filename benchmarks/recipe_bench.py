@@ -7,7 +7,12 @@ path. The timm side is `create_transform`, `Mixup`, `SoftTargetCrossEntropy`, `M
 `create_optimizer_v2(layer_decay=...)` in a plain loop; each epoch evaluates the live and the EMA weights and the
 best of either counts, as `vitkit train` does. A third run is `vitkit train` without the recipe. Needs timm.
 
+`--mode finetune` is the use the recipe is for: a tower pretrained elsewhere, fine-tuned on the digits folder with
+and without the recipe. The tower is pretrained (no recipe) on capital letters rendered the way the digits were
+made (32x32 bitmaps counted in 4x4 blocks, 17 grey levels, upscaled), so no digit is seen before fine-tuning.
+
     python benchmarks/recipe_bench.py --epochs 30
+    python benchmarks/recipe_bench.py --mode finetune --pretrain-epochs 10 --epochs 10
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
+from vitkit.checkpoints import atomic_path
 from vitkit.data import write_digits_folder
+from vitkit.data.transforms import resize
 from vitkit.train import TrainOptions, train
 
 MODEL = "vit_tiny_patch16_224"
@@ -29,12 +39,39 @@ COMMON = dict(img_size=32, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_epo
               label_smoothing=0.1, drop_path=0.1, hflip=0.0)
 RECIPE = dict(aa="rand-m9-mstd0.5-inc1", mixup=0.8, cutmix=1.0, model_ema=True, model_ema_decay=0.995,
               layer_decay=0.75)
+RECIPE_FLAGS = (f"--aa {RECIPE['aa']} --mixup {RECIPE['mixup']} --cutmix {RECIPE['cutmix']} --model-ema "
+                f"--model-ema-decay {RECIPE['model_ema_decay']} --layer-decay {RECIPE['layer_decay']}")
+FINETUNE = dict(COMMON, lr=5e-4, warmup_epochs=1.0)  # from a pretrained tower: half the learning rate, short warm-up
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def run_vitkit(data: Path, out: Path, epochs: int, workers: int, recipe: bool) -> dict:
+def write_letters_folder(root: Path, per_class: int, size: int = 32, seed: int = 0) -> Path:
+    """Capital letters as root/{train,val}/<letter>/*.jpg (80/20), made as the digits were: a glyph of random
+    size, stroke, shift and tilt drawn on 32x32 bits, pixels counted in 4x4 blocks (8x8, 17 grey levels), upscaled
+    to `size` like `write_digits_folder`: a pretraining set of the same look with no digit in it."""
+    rng = np.random.default_rng(seed)
+    for letter in LETTERS:
+        for i in range(per_class):
+            canvas = Image.new("L", (32, 32))
+            font = ImageFont.load_default(size=int(rng.integers(30, 44)))
+            ImageDraw.Draw(canvas).text((16 + int(rng.integers(-2, 3)), 16 + int(rng.integers(-2, 3))), letter,
+                                        fill=255, font=font, anchor="mm", stroke_width=int(rng.integers(0, 3)),
+                                        stroke_fill=255)
+            bits = np.asarray(canvas.rotate(float(rng.uniform(-10, 10)), resample=Image.BILINEAR)) > 127
+            blocks = torch.tensor(bits.reshape(8, 4, 8, 4).sum(axis=(1, 3)) / 16.0, dtype=torch.float32)[None]
+            pixels = (resize(blocks, (size, size))[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            folder = root / ("train" if i < 0.8 * per_class else "val") / letter
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(folder / f"{i:04d}.jpg") as tmp:
+                Image.fromarray(np.stack([pixels] * 3, axis=-1)).save(tmp, format="JPEG", quality=95)
+    return root
+
+
+def run_vitkit(data: Path, out: Path, epochs: int, workers: int, recipe: bool, pretrained: Path | None = None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    options = TrainOptions(model=MODEL, data=str(data), epochs=epochs, workers=workers, out=str(out),
-                           overrides=("patch_size=4",), **COMMON, **(RECIPE if recipe else {}))
+    start = dict(pretrained=str(pretrained)) if pretrained else dict(model=MODEL, overrides=("patch_size=4",))
+    options = TrainOptions(data=str(data), epochs=epochs, workers=workers, out=str(out), **start,
+                           **(FINETUNE if pretrained else COMMON), **(RECIPE if recipe else {}))
     summary = train(options)
     return {"top1": summary.best_top1, "last_top1": summary.last.top1, "seconds": summary.seconds,
             "weights": summary.best_weights}
@@ -103,9 +140,46 @@ def accuracy(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> flo
     return right / total
 
 
+def finetune(args: argparse.Namespace, data: Path) -> None:
+    """Pretrain on the letters without the recipe, then fine-tune on the digits with and without it."""
+    letters = args.root / "letters32"
+    if not (letters / "val").is_dir():
+        write_letters_folder(letters, per_class=args.letters_per_class)
+    tower = args.root / "letters_tower"
+    pretrained = run_vitkit(letters, tower, args.pretrain_epochs, args.workers, recipe=False)
+    results = {
+        "letters tower (pretraining, no recipe)": pretrained,
+        "fine-tuned on the digits, recipe": run_vitkit(data, args.root / "ft_recipe", args.epochs, args.workers,
+                                                       recipe=True, pretrained=tower),
+        "fine-tuned on the digits, no recipe": run_vitkit(data, args.root / "ft_plain", args.epochs, args.workers,
+                                                          recipe=False, pretrained=tower),
+    }
+    report(f"{MODEL} shape with 4-px patches, pretrained {args.pretrain_epochs} epochs on {len(LETTERS)} rendered "
+           f"capital letters ({args.letters_per_class} per class, 80/20 split; no recipe), then fine-tuned "
+           f"{args.epochs} epochs on the digits as 32x32 RGB JPEGs (1,437 train / 360 val) at lr "
+           f"{FINETUNE['lr']}, batch {FINETUNE['batch_size']}, {args.workers} workers; recipe: {RECIPE_FLAGS}",
+           results, {"weights saved": lambda r: r["weights"]}, args.json)
+
+
+def report(intro: str, results: dict[str, dict], extra: dict[str, Callable[[dict], str]], path: Path | None) -> None:
+    """Print the runs as a markdown table (best and last top-1, wall time, `extra` columns); save them as JSON."""
+    columns = {"best top-1": lambda r: f"{100 * r['top1']:.2f}%",
+               "last top-1": lambda r: f"{100 * r['last_top1']:.2f}%",
+               "wall time": lambda r: f"{r['seconds']:.0f} s", **extra}
+    print(f"{intro}\n")
+    print("| run | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+    for name, r in results.items():
+        print(f"| {name} | " + " | ".join(cell(r) for cell in columns.values()) + " |")
+    if path:
+        path.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("scratch", "finetune"), default="scratch")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--letters-per-class", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--root", type=Path, default=Path("/tmp/vitkit_recipe_bench"))
     parser.add_argument("--json", type=Path)
@@ -113,22 +187,18 @@ def main() -> None:
     data = args.root / "digits32"
     if not (data / "val").is_dir():
         write_digits_folder(data, size=32)
+    if args.mode == "finetune":
+        finetune(args, data)
+        return
     results = {
         "vitkit, recipe": run_vitkit(data, args.root / "vitkit_recipe", args.epochs, args.workers, recipe=True),
         "timm parts, recipe": run_timm(data, args.epochs, args.workers),
         "vitkit, no recipe": run_vitkit(data, args.root / "vitkit_plain", args.epochs, args.workers, recipe=False),
     }
     timm_seconds = results["timm parts, recipe"]["seconds"]
-    print(f"digits as 32x32 RGB JPEGs (1,437 train / 360 val), {MODEL} shape with 4-px patches, {args.epochs} "
-          f"epochs, batch {COMMON['batch_size']}, {args.workers} workers; recipe: --aa {RECIPE['aa']} --mixup "
-          f"{RECIPE['mixup']} --cutmix {RECIPE['cutmix']} --model-ema --model-ema-decay {RECIPE['model_ema_decay']} "
-          f"--layer-decay {RECIPE['layer_decay']}\n")
-    print("| run | best top-1 | last top-1 | wall time | vs timm time |\n|---|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {100 * r['top1']:.2f}% | {100 * r['last_top1']:.2f}% | {r['seconds']:.0f} s | "
-              f"{r['seconds'] / timm_seconds:.2f} |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    report(f"digits as 32x32 RGB JPEGs (1,437 train / 360 val), {MODEL} shape with 4-px patches, {args.epochs} "
+           f"epochs, batch {COMMON['batch_size']}, {args.workers} workers; recipe: {RECIPE_FLAGS}", results,
+           {"vs timm time": lambda r: f"{r['seconds'] / timm_seconds:.2f}"}, args.json)
 
 
 if __name__ == "__main__":

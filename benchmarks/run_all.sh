@@ -6,6 +6,7 @@
 #   benchmarks/run_all.sh quick    preliminary: tiny models, few steps (minutes), replaced by the CPU suite
 #   benchmarks/run_all.sh packing  CPU, packed vs padded vs one image at a time, the cases and targets of issue 15
 #   benchmarks/run_all.sh recipe   CPU, training loader vs timm's, and the fine-tuning recipe vs timm's parts (issue 16)
+#   benchmarks/run_all.sh embed    CPU, vitkit embed vs the bare forward, and kNN / probe of the digits model (issue 17)
 #
 # Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
 # from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
@@ -39,7 +40,9 @@ case "$SUITE" in
        ROUNDS=${ROUNDS:-2} ;;
   recipe) TITLE="Fine-tuning: loader and recipe, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=0; ROUNDS=${ROUNDS:-5}
        EPOCHS=${EPOCHS:-20} ;;
-  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe]" >&2; exit 2 ;;
+  embed) TITLE="Embeddings: throughput, kNN and linear probe, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=0
+       ROUNDS=${ROUNDS:-3} ;;
+  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed]" >&2; exit 2 ;;
 esac
 WARMUP=${WARMUP:-2}
 rm -rf "$OUT"
@@ -140,6 +143,54 @@ if [ "$SUITE" = recipe ]; then
   # issue 16: the training loader against timm's, and the recipe against the same recipe from timm's parts
   script loader_bench "Training loader throughput" --images 2000 --workers 2 --rounds "$ROUNDS"
   script recipe_bench "Fine-tuning recipe on the digits as a JPEG folder" --epochs "$EPOCHS" --workers 2
+  echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
+  python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
+  echo "wrote BENCHMARKS.md ($OUT)" >&2
+  exit 0
+fi
+
+# cli TITLE ARGS...: run `vitkit ARGS`, append the command and its output to the section.
+cli() {
+  local title=$1
+  shift
+  echo ">> vitkit $*" >&2
+  {
+    echo "#### $title"
+    echo
+    echo '```bash'
+    echo "vitkit $*"
+    echo '```'
+    echo
+    echo '```text'
+    python -m vitkit "$@"
+    echo '```'
+    echo
+  } >>"$SECTION"
+}
+
+if [ "$SUITE" = embed ]; then
+  # issue 17: embed's throughput against the bare forward, and the default digits model judged by its features
+  script embed_bench "vitkit embed vs the bare forward on the same batches" --images 512 --batch-size 64 \
+    --workers 2 --rounds "$ROUNDS"
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+  echo ">> vitkit train --out $WORK/digits" >&2
+  python -m vitkit train --out "$WORK/digits" >"$WORK/train.log"
+  {
+    echo "#### The digits model: \`vitkit train\` with its defaults"
+    echo
+    echo '```text'
+    tail -n 12 "$WORK/train.log"
+    echo '```'
+    echo
+  } >>"$SECTION"
+  for split in train val; do
+    cli "Embed the $split split" embed --checkpoint "$WORK/digits" --data digits --split "$split" \
+      --out "$WORK/emb_$split"
+  done
+  cli "Weighted kNN on the embeddings" knn --train "$WORK/emb_train" --val "$WORK/emb_val"
+  cli "Linear probe on the embeddings" probe --train "$WORK/emb_train" --val "$WORK/emb_val"
+  sed -i "s#$WORK#runs#g" "$SECTION"
   echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
   python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
   echo "wrote BENCHMARKS.md ($OUT)" >&2

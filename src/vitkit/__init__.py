@@ -14,6 +14,17 @@ from .packing import PackedBatch, pack_images
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """`vitkit.embed` and `vitkit.load_embeddings` load the image pipeline (torchvision) when first used, so that
+    `import vitkit` stays light."""
+    if name in ("embed", "load_embeddings"):
+        from . import embeddings
+
+        return getattr(embeddings, name)
+    raise AttributeError(f"module 'vitkit' has no attribute {name!r}")
+
+
 __all__ = [
     "EfficientAttention",
     "PackedBatch",
@@ -26,7 +37,9 @@ __all__ = [
     "build_model",
     "convert_state_dict",
     "create_model",
+    "embed",
     "list_models",
+    "load_embeddings",
     "load_pretrained",
     "pack_images",
     "save_pretrained",

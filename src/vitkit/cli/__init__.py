@@ -8,7 +8,7 @@ never imports this package, so typer and rich stay CLI-only dependencies.
 from __future__ import annotations
 
 # imported for their @app.command registrations
-from . import attention_map, bench, convert, doctor, evaluate, export, models, train  # noqa: F401
+from . import attention_map, bench, convert, doctor, embed, evaluate, export, models, train  # noqa: F401
 from .app import app
 
 

@@ -83,29 +83,38 @@ def embed_packed(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor:
 CHUNK_TOKENS = 2048
 
 
-def forward_packed_features(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor:
-    """A prepared batch -> normalised tokens (S, T, D) in the batch's layout (padding slots meaningless)."""
+def forward_packed_features(model: VisionTransformer, batch: PackedBatch, depth: int | None = None,
+                            norm: bool = True) -> torch.Tensor:
+    """A prepared batch -> tokens (S, T, D) after the first `depth` blocks (default: all), final norm applied with
+    `norm`, in the batch's layout (padding slots meaningless)."""
     x = embed_packed(model, batch)  # (S, T, D)
     ids = batch.image_ids  # (S, T)
+
+    def run(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        x = model.forward_blocks(x, Segments(ids), depth)
+        return model.norm(x) if norm else x
+
     rows = max(1, CHUNK_TOKENS // batch.seq_len)
     if rows >= batch.num_sequences:
-        return model.norm(model.forward_blocks(x, Segments(ids)))
+        return run(x, ids)
     out = torch.empty_like(x)  # filled chunk by chunk: a chunk's result is freed once copied in
     for i in range(0, batch.num_sequences, rows):
-        out[i : i + rows] = model.norm(model.forward_blocks(x[i : i + rows], Segments(ids[i : i + rows])))
+        out[i : i + rows] = run(x[i : i + rows], ids[i : i + rows])
     return out
 
 
-def pool_packed(model: VisionTransformer, x: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
-    """Packed tokens (S, T, D) -> (I, D), each image pooled over its own tokens by `global_pool`."""
+def pool_packed(model: VisionTransformer, x: torch.Tensor, batch: PackedBatch, pool: str | None = None) -> torch.Tensor:
+    """Packed tokens (S, T, D) -> (I, D), each image pooled over its own tokens by `pool` ('token', 'avg', 'max',
+    'avgmax', 'map'; default: the model's own)."""
+    pool = pool or ("map" if model.attn_pool is not None else model.global_pool)
     flat = x.reshape(-1, x.shape[-1])  # (S*T, D)
-    if model.attn_pool is not None:
+    if pool == "map":
         kv_ids = torch.full((flat.shape[0],), -1, dtype=torch.long, device=x.device)
         kv_ids[batch.patch_slots] = batch.patch_image  # MAP pools patch tokens only, as `pool` does
         return model.attn_pool.forward_segments(x, kv_ids.view(x.shape[:2]), batch.image_order())
-    if model.global_pool == "token":
+    if pool == "token":
         return flat[batch.sequence * batch.seq_len + batch.offsets]
-    return pool_segments(flat[batch.patch_slots], batch.patch_image, batch.num_images, model.global_pool)
+    return pool_segments(flat[batch.patch_slots], batch.patch_image, batch.num_images, pool)
 
 
 def forward_packed(

@@ -249,10 +249,11 @@ class VisionTransformer(nn.Module):
             return checkpoint(block, x, attn_mask, use_reentrant=False)
         return block(x, attn_mask)
 
-    def forward_blocks(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None) -> torch.Tensor:
-        """Tokens (B, T, D) through every block, the first `num_recomputing_layers` recomputed in backward.
-        `attn_mask`: a mask tensor, or `Segments` for packed sequences."""
-        for i in range(len(self.blocks)):
+    def forward_blocks(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None,
+                       depth: int | None = None) -> torch.Tensor:
+        """Tokens (B, T, D) through the first `depth` blocks (default: all), the first `num_recomputing_layers`
+        recomputed in backward. `attn_mask`: a mask tensor, or `Segments` for packed sequences."""
+        for i in range(len(self.blocks) if depth is None else depth):
             x = self._block(i, x, attn_mask)
         return x
 
