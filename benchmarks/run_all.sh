@@ -122,7 +122,8 @@ done
   machine
 } >"$SECTION"
 
-# script NAME TITLE ARGS...: run `python benchmarks/NAME.py ARGS --json`, append its command and table to the section.
+# script NAME TITLE ARGS...: run `python benchmarks/NAME.py ARGS --json`, append its command and table to the section
+# (the JSON goes to $OUT/NAME.json, or $OUT/$JSON_NAME.json when set).
 script() {
   local name=$1 title=$2
   shift 2
@@ -134,7 +135,7 @@ script() {
     echo "python benchmarks/$name.py $*"
     echo '```'
     echo
-    python "benchmarks/$name.py" "$@" --json "$OUT/$name.json"
+    python "benchmarks/$name.py" "$@" --json "$OUT/${JSON_NAME:-$name}.json"
     echo
   } >>"$SECTION"
 }
@@ -143,6 +144,8 @@ if [ "$SUITE" = recipe ]; then
   # issue 16: the training loader against timm's, and the recipe against the same recipe from timm's parts
   script loader_bench "Training loader throughput" --images 2000 --workers 2 --rounds "$ROUNDS"
   script recipe_bench "Fine-tuning recipe on the digits as a JPEG folder" --epochs "$EPOCHS" --workers 2
+  JSON_NAME=recipe_finetune script recipe_bench "Fine-tuning a pretrained tower with and without the recipe" \
+    --mode finetune --pretrain-epochs 10 --epochs 15 --workers 2
   echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
   python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
   echo "wrote BENCHMARKS.md ($OUT)" >&2

@@ -170,6 +170,11 @@ def test_fp16_rows_are_stored_half(tmp_path: Path) -> None:
     matrix, index = load_embeddings(out)
     assert matrix.dtype == torch.float16 and index.paths == ["0", "1", "2"] and index.labels == ["", "", ""]
     torch.testing.assert_close(matrix.float(), vitkit.embed(model, x), atol=2e-3, rtol=1e-3)
+    shard = out / "shard-00000.safetensors"
+    before = shard.read_bytes()
+    assert matrix.untyped_storage().nbytes() == len(before)  # a view of the mapped file, not a copy
+    matrix.zero_()  # a private map: the file keeps its rows
+    assert shard.read_bytes() == before
 
 
 def test_a_run_killed_mid_way_resumes_to_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

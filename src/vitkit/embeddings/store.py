@@ -146,9 +146,24 @@ class EmbeddingIndex:
         return sorted({label for label in self.labels if label})
 
 
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16}
+
+
+def _mapped(path: Path) -> torch.Tensor:
+    """The shard's rows as a tensor over a private memory map of the file: pages are read when touched, and a
+    write to the tensor never reaches the file. safetensors keeps the data 8-byte aligned after its header."""
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        entry = json.loads(f.read(header_len))[TENSOR]
+    dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=path.stat().st_size)
+    start = (8 + header_len + entry["data_offsets"][0]) // dtype.itemsize
+    return torch.empty(0, dtype=dtype).set_(storage, start, entry["shape"])
+
+
 def load_embeddings(out: str | Path) -> tuple[torch.Tensor, EmbeddingIndex]:
-    """(rows (N, D) or (N, T, D), index) of an embeddings directory, in row order. Shards are read through
-    safetensors' memory map; several are concatenated into one tensor."""
+    """(rows (N, D) or (N, T, D), index) of an embeddings directory, in row order. One shard comes back
+    memory-mapped (its pages read when touched); several are concatenated into one tensor in memory."""
     out = Path(out)
     if not (out / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"no embeddings in {out}: {CONFIG_NAME} not found (write them with vitkit embed)")
@@ -158,10 +173,7 @@ def load_embeddings(out: str | Path) -> tuple[torch.Tensor, EmbeddingIndex]:
     if missing or not (out / INDEX_NAME).is_file():
         raise ValueError(f"{out} is incomplete ({len(missing)} of {layout.num_shards} shards missing); run the same "
                          "vitkit embed command again to finish it")
-    parts = []
-    for k in range(layout.num_shards):
-        with safe_open(str(shard_path(out, k)), framework="pt") as f:
-            parts.append(f.get_tensor(TENSOR))
+    parts = [_mapped(shard_path(out, k)) for k in range(layout.num_shards)]
     matrix = parts[0] if len(parts) == 1 else torch.cat(parts)
     with open(out / INDEX_NAME, newline="") as f:
         rows = list(csv.DictReader(f))
