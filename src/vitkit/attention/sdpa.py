@@ -91,15 +91,25 @@ def run_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Segm
     if _CPU_FLASH and q.device.type == "cpu" and not dropout_p and torch.is_grad_enabled() and (
             q.requires_grad or k.requires_grad or v.requires_grad) and q.dtype in _CPU_FLASH_DTYPES:
         return _SegmentFlashCPU.apply(q, k, v, segments.spans, scale)
-    B, H, N, _ = q.shape
-    out = q.new_zeros(B, N, H, v.shape[-1])  # written per segment; transposed back on return
-    for q_row, q_start, q_len, kv_row, kv_start, kv_len in segments.spans:
-        keys = slice(kv_start, kv_start + kv_len)
-        seg = run(q[q_row : q_row + 1, :, q_start : q_start + q_len], k[kv_row : kv_row + 1, :, keys],
-                  v[kv_row : kv_row + 1, :, keys], attn_mask=None, dropout_p=dropout_p, scale=scale,
-                  deterministic=deterministic)  # (1, H, q_len, Dv)
-        out[q_row, q_start : q_start + q_len] = seg[0].transpose(0, 1)
+    out, _ = _per_segment(q, k, v, segments.spans, lambda qs, ks, vs: (run(
+        qs, ks, vs, attn_mask=None, dropout_p=dropout_p, scale=scale, deterministic=deterministic), None))
     return out.transpose(1, 2)  # (B, N, H, Dv) -> (B, H, N, Dv)
+
+
+def _per_segment(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: list,
+                 attend: Callable) -> tuple[torch.Tensor, list]:
+    """Each segment's `attend(q, k, v)` -> ((1, H, q_len, Dv), extra) on strided slices, written into one
+    (B, N, H, Dv) buffer (padding queries zero); returns it with the extras in segment order."""
+    B, H, N, _ = q.shape
+    out = q.new_zeros(B, N, H, v.shape[-1])
+    extras = []
+    for q_row, q_start, q_len, kv_row, kv_start, kv_len in spans:
+        keys = slice(kv_start, kv_start + kv_len)
+        seg, extra = attend(q[q_row : q_row + 1, :, q_start : q_start + q_len], k[kv_row : kv_row + 1, :, keys],
+                            v[kv_row : kv_row + 1, :, keys])
+        out[q_row, q_start : q_start + q_len] = seg[0].transpose(0, 1)
+        extras.append(extra)
+    return out, extras
 
 
 _CPU_FLASH = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward")
@@ -114,16 +124,8 @@ class _SegmentFlashCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: list, scale: float | None):
-        B, H, N, _ = q.shape
-        out = q.new_zeros(B, N, H, v.shape[-1])
-        lses = []
-        for q_row, q_start, q_len, kv_row, kv_start, kv_len in spans:
-            keys = slice(kv_start, kv_start + kv_len)
-            seg, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q[q_row : q_row + 1, :, q_start : q_start + q_len], k[kv_row : kv_row + 1, :, keys],
-                v[kv_row : kv_row + 1, :, keys], scale=scale)  # (1, H, q_len, Dv), (1, H, q_len)
-            out[q_row, q_start : q_start + q_len] = seg[0].transpose(0, 1)
-            lses.append(lse)
+        out, lses = _per_segment(q, k, v, spans, lambda qs, ks, vs: (
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qs, ks, vs, scale=scale)))  # out, logsumexp
         ctx.save_for_backward(q, k, v, out, *lses)
         ctx.spans, ctx.scale = spans, scale
         return out.transpose(1, 2)  # (B, N, H, Dv) -> (B, H, N, Dv)

@@ -3,7 +3,6 @@ two ways to judge them (weighted kNN, logistic-regression probe)."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..checkpoints import create_model, load_pretrained
+from ..data.datasets import loader_workers
 from ..embeddings import POOLS, Scores, embed, encode_labels, knn, load_embeddings, probe
 from ..embeddings.store import DTYPES
 from ..train.distributed import setup, teardown
@@ -86,8 +86,7 @@ def embed_command(
     try:
         tower, name = _model(checkpoint, model, pretrained, img_size, trust_pickle)
         tower.to(env.device)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        loaders = (0 if data == "digits" else min(cores, 8)) if workers == "auto" else int(workers)
+        loaders = loader_workers(workers, data or "files")
         bar = _Bar(env.is_main)
         with bar.progress:
             done = embed(tower, data if data is not None else files, pool=pool, layer=layer, norm=norm, l2=l2,

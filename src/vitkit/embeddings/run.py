@@ -18,8 +18,7 @@ from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..data import DataConfig
-from ..data.packed import default_max_tokens
-from ..packing import pack_images
+from ..data.packed import PackCollate, default_max_tokens
 from ..train.precision import autocast, precision_dtype
 from .features import FeatureSpec, features
 from .sources import Source, open_source, tensor_source
@@ -40,21 +39,17 @@ NONE_SHARD_BYTES = 256 * 2**20  # with pool 'none' a row is a whole token grid: 
 
 @dataclasses.dataclass(frozen=True)
 class _Collate:
-    """DataLoader `collate_fn` in the workers: (images, labels) as a PackedBatch, or as groups of equal size."""
+    """DataLoader `collate_fn` in the workers: the images as a PackedBatch (`pack`), or as groups of equal size."""
 
-    patch_size: tuple[int, int]
-    max_tokens: int | None
-    num_prefix_tokens: int
+    pack: PackCollate | None
 
     def __call__(self, samples: list[tuple[torch.Tensor, int]]) -> list:
-        images = [image for image, _ in samples]
-        if self.max_tokens is not None:
-            return [pack_images(images, patch_size=self.patch_size, max_tokens=self.max_tokens,
-                                num_prefix_tokens=self.num_prefix_tokens)]
+        if self.pack is not None:
+            return [self.pack(samples)[0]]
         groups: dict[tuple[int, ...], list[int]] = {}
-        for i, image in enumerate(images):
+        for i, (image, _) in enumerate(samples):
             groups.setdefault(tuple(image.shape), []).append(i)
-        return [(idx, torch.stack([images[i] for i in idx])) for idx in groups.values()]
+        return [(idx, torch.stack([samples[i][0] for i in idx])) for idx in groups.values()]
 
 
 def _rows_of(model: nn.Module, parts: list, spec: FeatureSpec, device: torch.device, precision: str,
@@ -130,7 +125,7 @@ def embed(
         max_tokens = max_tokens or default_max_tokens(tuple(model.config.img_size), patch, prefix)
     elif max_tokens is not None:
         raise ValueError("max_tokens needs packing=True")
-    collate = _Collate(patch, max_tokens if packing else None, prefix)
+    collate = _Collate(PackCollate(patch, max_tokens, prefix) if packing else None)
     layout = Layout(len(src.names), shard_rows)
     pending = list(range(layout.num_shards))
     key = None

@@ -148,8 +148,7 @@ class _Trainer:
         val_sampler = ShardedBatchSampler(len(self.splits.val), micro, rank=env.rank, world=env.world,
                                           shuffle=False, drop_last=False)
         collate = _pack_collate(options, self.model) if options.packing else None
-        workers = options.loader_workers(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                         else os.cpu_count() or 1)
+        workers = options.loader_workers()
         # Each iterator a DataLoader starts draws its worker seed from its generator, by default the global RNG
         # that dropout and stochastic depth use: own generators keep that stream where a resumed run expects it.
         loading = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=env.device.type == "cuda",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import Augment, BatchMix
+from ..data.datasets import loader_workers
 from ..models import INTERPOLATIONS, parse_overrides
 from .precision import PRECISIONS
 
@@ -122,11 +123,9 @@ class TrainOptions:
         """The training augmentation these options ask for."""
         return Augment(self.aa, self.reprob, self.color_jitter, self.scale, self.ratio, self.hflip)
 
-    def loader_workers(self, cores: int) -> int:
+    def loader_workers(self, cores: int | None = None) -> int:
         """DataLoader workers: as given, or with 'auto' min(cores, 8) for folders and 0 for the in-memory digits."""
-        if self.workers != "auto":
-            return int(self.workers)
-        return 0 if self.data == "digits" else max(1, min(cores, 8))
+        return loader_workers(self.workers, self.data, cores)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
