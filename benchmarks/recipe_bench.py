@@ -13,12 +13,14 @@ made (32x32 bitmaps counted in 4x4 blocks, 17 grey levels, upscaled), so no digi
 
     python benchmarks/recipe_bench.py --epochs 30
     python benchmarks/recipe_bench.py --mode finetune --pretrain-epochs 10 --epochs 10
-    python benchmarks/recipe_bench.py --mode digits --epochs 50 --seeds 3
+    python benchmarks/recipe_bench.py --mode digits --epochs 50 --seeds 0 1
+    python benchmarks/recipe_bench.py --mode digits --model vit_tiny_patch16_224 --patch-size 8 --lr 1e-3 \
+        --aa rand-m7-mstd0.5-inc1 --model-ema-decay 0.995 --epochs 60 --seeds 0
 
-`--mode digits` asks whether the recipe helps at all on 1,437 images: `vitkit train`'s own model (vit_digits at
-32 px with 4-px patches: 64 tokens, 4 blocks of width 64) long enough to fit the data, with and without the recipe
-at values sized for so few images (`SMALL_RECIPE`), each over several seeds; crops keep 35-100% of the area on both
-sides (timm's 8-100% cuts most of a 32-px digit away).
+`--mode digits` asks whether the recipe helps at all on 1,437 images: one model trained from scratch long enough to
+fit the data (by default `vitkit train`'s own, vit_digits at 32 px with 4-px patches), with and without the recipe
+at values sized for so few images (`LONG_RECIPE`, `--aa`, `--model-ema-decay`), for each of `--seeds`; both sides
+crop `--scale` of the area (timm's 8-100% cuts most of a 32-px digit away).
 """
 
 from __future__ import annotations
@@ -47,10 +49,8 @@ RECIPE = dict(aa="rand-m9-mstd0.5-inc1", mixup=0.8, cutmix=1.0, model_ema=True, 
               layer_decay=0.75)
 RECIPE_FLAGS = (f"--aa {RECIPE['aa']} --mixup {RECIPE['mixup']} --cutmix {RECIPE['cutmix']} --model-ema "
                 f"--model-ema-decay {RECIPE['model_ema_decay']} --layer-decay {RECIPE['layer_decay']}")
-# vitkit train's default model and schedule on the folder; crops of 35-100% of the area (both sides)
-SMALL = dict(model="vit_digits", img_size=32, overrides=("patch_size=4",), hflip=0.0, scale=(0.35, 1.0))
-SMALL_RECIPE = dict(aa="rand-m5-mstd0.5-inc1", mixup=0.2, cutmix=0.2, mixup_prob=0.5, model_ema=True,
-                    model_ema_decay=0.99, layer_decay=0.9)
+# --mode digits: the recipe at values sized for 1,437 images (--aa and the EMA decay are options)
+LONG_RECIPE = dict(mixup=0.2, cutmix=0.2, mixup_prob=0.5, model_ema=True, layer_decay=0.9)
 FINETUNE = dict(COMMON, lr=5e-4, warmup_epochs=1.0)  # from a pretrained tower: half the learning rate, short warm-up
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -171,30 +171,30 @@ def finetune(args: argparse.Namespace, data: Path) -> None:
            results, {"weights saved": lambda r: r["weights"]}, args.json)
 
 
-def digits_small(args: argparse.Namespace, data: Path) -> None:
-    """`vitkit train`'s own model on the digits folder with and without `SMALL_RECIPE`, seeds 0..seeds-1."""
+def digits_long(args: argparse.Namespace, data: Path) -> None:
+    """One model on the digits folder long enough to fit it, with and without `LONG_RECIPE`, for each seed."""
+    shared = dict(model=args.model, img_size=32, overrides=(f"patch_size={args.patch_size}",), lr=args.lr,
+                  warmup_epochs=3.0, hflip=0.0, scale=tuple(args.scale), epochs=args.epochs, workers=args.workers)
+    recipe = dict(LONG_RECIPE, aa=args.aa, model_ema_decay=args.model_ema_decay)
     runs: dict[str, list[dict]] = {"recipe": [], "no recipe": []}
-    for seed in range(args.seeds):
-        for name, recipe in (("recipe", SMALL_RECIPE), ("no recipe", {})):
-            out = args.root / f"small_{name.replace(' ', '_')}_{seed}"
+    for seed in args.seeds:
+        for name, flags in (("recipe", recipe), ("no recipe", {})):
+            out = args.root / f"long_{args.model}_{args.patch_size}_{name.replace(' ', '_')}_{seed}"
             shutil.rmtree(out, ignore_errors=True)
-            summary = train(TrainOptions(data=str(data), epochs=args.epochs, workers=args.workers, out=str(out),
-                                         seed=seed, **SMALL, **recipe))
+            summary = train(TrainOptions(data=str(data), out=str(out), seed=seed, **shared, **flags))
             runs[name].append({"seed": seed, "top1": summary.best_top1, "last_top1": summary.last.top1,
                                "seconds": summary.seconds, "weights": summary.best_weights})
-    results = {}
-    for name, seeds in runs.items():
-        results[f"vitkit train, {name}"] = {
-            "top1": float(np.mean([r["top1"] for r in seeds])),
-            "last_top1": float(np.mean([r["last_top1"] for r in seeds])), "seconds": float(np.mean(
-                [r["seconds"] for r in seeds])), "per_seed": " / ".join(f"{100 * r['top1']:.2f}" for r in seeds),
-            "seeds": seeds}
+    results = {f"vitkit train, {name}": {key: float(np.mean([r[key] for r in seeds])) for key in
+                                          ("top1", "last_top1", "seconds")} | {"seeds": seeds}
+               for name, seeds in runs.items()}
     flags = " ".join(f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}"
-                     for k, v in SMALL_RECIPE.items())
-    report(f"vit_digits (`vitkit train`'s default model) at 32 px with 4-px patches, --scale 0.35 1 --hflip 0, "
-           f"{args.epochs} epochs, batch {TrainOptions.batch_size}, lr {TrainOptions.lr}, {args.workers} workers, "
-           f"seeds 0-{args.seeds - 1} (top-1 and wall time: mean over seeds); recipe: {flags}", results,
-           {"best top-1 per seed": lambda r: r["per_seed"]}, args.json)
+                     for k, v in recipe.items())
+    per_seed = {"best / last top-1 per seed": lambda r: ", ".join(
+        f"{100 * s['top1']:.2f} / {100 * s['last_top1']:.2f}" for s in r["seeds"])}
+    report(f"{args.model} at 32 px with {args.patch_size}-px patches, --scale {args.scale[0]} {args.scale[1]} "
+           f"--hflip 0, {args.epochs} epochs, batch {TrainOptions.batch_size}, lr {args.lr}, {args.workers} workers, "
+           f"seeds {', '.join(map(str, args.seeds))} (top-1 and wall time: mean over seeds); recipe: {flags}", results,
+           per_seed, args.json)
 
 
 def report(intro: str, results: dict[str, dict], extra: dict[str, Callable[[dict], str]], path: Path | None) -> None:
@@ -216,7 +216,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--letters-per-class", type=int, default=100)
-    parser.add_argument("--seeds", type=int, default=3, help="--mode digits: runs per side (seeds 0..N-1)")
+    long = parser.add_argument_group("--mode digits")
+    long.add_argument("--model", default="vit_digits")
+    long.add_argument("--patch-size", type=int, default=4)
+    long.add_argument("--lr", type=float, default=TrainOptions.lr)
+    long.add_argument("--scale", type=float, nargs=2, default=(0.35, 1.0), help="random-resized-crop area, both sides")
+    long.add_argument("--aa", default="rand-m5-mstd0.5-inc1")
+    long.add_argument("--model-ema-decay", type=float, default=0.99)
+    long.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--root", type=Path, default=Path("/tmp/vitkit_recipe_bench"))
     parser.add_argument("--json", type=Path)
@@ -225,7 +232,7 @@ def main() -> None:
     if not (data / "val").is_dir():
         write_digits_folder(data, size=32)
     if args.mode != "scratch":
-        (finetune if args.mode == "finetune" else digits_small)(args, data)
+        (finetune if args.mode == "finetune" else digits_long)(args, data)
         return
     results = {
         "vitkit, recipe": run_vitkit(data, args.root / "vitkit_recipe", args.epochs, args.workers, recipe=True),
