@@ -15,7 +15,7 @@ made (32x32 bitmaps counted in 4x4 blocks, 17 grey levels, upscaled), so no digi
     python benchmarks/recipe_bench.py --mode finetune --pretrain-epochs 10 --epochs 10
     python benchmarks/recipe_bench.py --mode digits --epochs 50 --seeds 0 1
     python benchmarks/recipe_bench.py --mode digits --model vit_tiny_patch16_224 --patch-size 8 --lr 1e-3 \
-        --aa rand-m7-mstd0.5-inc1 --model-ema-decay 0.995 --epochs 60 --seeds 0
+        --aa rand-m7-mstd0.5-inc1 --model-ema-decay 0.995 --scale 1 1 --epochs 60 --seeds 0 1
 
 `--mode digits` asks whether the recipe helps at all on 1,437 images: one model trained from scratch long enough to
 fit the data (by default `vitkit train`'s own, vit_digits at 32 px with 4-px patches), with and without the recipe
@@ -47,8 +47,15 @@ COMMON = dict(img_size=32, batch_size=64, lr=1e-3, weight_decay=0.05, warmup_epo
               label_smoothing=0.1, drop_path=0.1, hflip=0.0)
 RECIPE = dict(aa="rand-m9-mstd0.5-inc1", mixup=0.8, cutmix=1.0, model_ema=True, model_ema_decay=0.995,
               layer_decay=0.75)
-RECIPE_FLAGS = (f"--aa {RECIPE['aa']} --mixup {RECIPE['mixup']} --cutmix {RECIPE['cutmix']} --model-ema "
-                f"--model-ema-decay {RECIPE['model_ema_decay']} --layer-decay {RECIPE['layer_decay']}")
+
+
+def cli_flags(options: dict) -> str:
+    """TrainOptions fields as `vitkit train` spells them: {'model_ema': True, 'mixup': 0.8} -> '--model-ema --mixup
+    0.8'."""
+    return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in options.items())
+
+
+RECIPE_FLAGS = cli_flags(RECIPE)
 # --mode digits: the recipe at values sized for 1,437 images (--aa and the EMA decay are options)
 LONG_RECIPE = dict(mixup=0.2, cutmix=0.2, mixup_prob=0.5, model_ema=True, layer_decay=0.9)
 FINETUNE = dict(COMMON, lr=5e-4, warmup_epochs=1.0)  # from a pretrained tower: half the learning rate, short warm-up
@@ -187,14 +194,12 @@ def digits_long(args: argparse.Namespace, data: Path) -> None:
     results = {f"vitkit train, {name}": {key: float(np.mean([r[key] for r in seeds])) for key in
                                           ("top1", "last_top1", "seconds")} | {"seeds": seeds}
                for name, seeds in runs.items()}
-    flags = " ".join(f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')} {v}"
-                     for k, v in recipe.items())
     per_seed = {"best / last top-1 per seed": lambda r: ", ".join(
         f"{100 * s['top1']:.2f} / {100 * s['last_top1']:.2f}" for s in r["seeds"])}
     report(f"{args.model} at 32 px with {args.patch_size}-px patches, --scale {args.scale[0]} {args.scale[1]} "
            f"--hflip 0, {args.epochs} epochs, batch {TrainOptions.batch_size}, lr {args.lr}, {args.workers} workers, "
-           f"seeds {', '.join(map(str, args.seeds))} (top-1 and wall time: mean over seeds); recipe: {flags}", results,
-           per_seed, args.json)
+           f"seeds {', '.join(map(str, args.seeds))} (top-1 and wall time: mean over seeds); "
+           f"recipe: {cli_flags(recipe)}", results, per_seed, args.json)
 
 
 def report(intro: str, results: dict[str, dict], extra: dict[str, Callable[[dict], str]], path: Path | None) -> None:
@@ -210,9 +215,12 @@ def report(intro: str, results: dict[str, dict], extra: dict[str, Callable[[dict
         path.write_text(json.dumps(results, indent=2) + "\n")
 
 
+MODES = {"finetune": finetune, "digits": digits_long}  # beside the default, "scratch" (in main)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("scratch", "finetune", "digits"), default="scratch")
+    parser.add_argument("--mode", choices=("scratch", *MODES), default="scratch")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--letters-per-class", type=int, default=100)
@@ -231,8 +239,8 @@ def main() -> None:
     data = args.root / "digits32"
     if not (data / "val").is_dir():
         write_digits_folder(data, size=32)
-    if args.mode != "scratch":
-        (finetune if args.mode == "finetune" else digits_long)(args, data)
+    if args.mode in MODES:
+        MODES[args.mode](args, data)
         return
     results = {
         "vitkit, recipe": run_vitkit(data, args.root / "vitkit_recipe", args.epochs, args.workers, recipe=True),
