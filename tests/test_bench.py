@@ -44,7 +44,7 @@ def invoke(*args: str):
 def meta_model(config):
     """The model on the meta device (no memory, nothing computed), with attention that runs there."""
     with torch.device("meta"):
-        return build_model(config.replace(weight_init="skip", attention_type="auto"))
+        return build_model(config.replace(weight_init="skip"))
 
 
 @pytest.fixture

@@ -121,3 +121,22 @@ def test_convert_state_dict_takes_source_format_as_load_pretrained_does(small_vi
         vitkit.convert_state_dict(weights, source="hf-vit")  # honoured, not ignored
     with pytest.raises(TypeError, match=r"source_format='timm' and source='timm'; pass only source_format="):
         vitkit.convert_state_dict(weights, source_format="timm", source="timm")
+
+
+def test_skip_leaves_the_models_own_values_for_the_keys_it_names(tmp_path: Path, small_vit: torch.nn.Module) -> None:
+    vitkit.save_pretrained(small_vit, tmp_path / "run")  # 10 classes
+    torch.manual_seed(1)
+    four = vitkit.create_model("vit_digits", depth=2, num_classes=4)
+    fresh_head = {k: v.clone() for k, v in four.state_dict().items() if k.startswith("head.")}
+    with pytest.raises(ValueError, match="mismatched: head"):
+        vitkit.load_pretrained(tmp_path / "run", model=four)
+    loaded = vitkit.checkpoints.load_checkpoint(tmp_path / "run", model=four, skip="head")
+    assert loaded.report.clean and any("head" in line and "skip" in line for line in loaded.report.dropped)
+    for key, value in four.state_dict().items():
+        want = fresh_head[key] if key.startswith("head.") else small_vit.state_dict()[key]
+        assert torch.equal(value, want), key
+    again = vitkit.load_pretrained(tmp_path / "run", skip=["head.*", "blocks.1.*"], num_classes=4)  # globs too
+    assert not torch.equal(again.blocks[1].attn.qkv.weight, small_vit.blocks[1].attn.qkv.weight)
+    assert torch.equal(again.blocks[0].attn.qkv.weight, small_vit.blocks[0].attn.qkv.weight)
+    with pytest.raises(TypeError, match="skip must be key patterns"):
+        vitkit.load_pretrained(tmp_path / "run", skip=[3])

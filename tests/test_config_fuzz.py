@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vitkit.layers import ACTIVATIONS
-from vitkit.models import ViTConfig, build_model, simple_vit_config
+from vitkit.models import SimpleViT, VisionTransformer, ViTConfig, build_model
 from vitkit.models.config import POS_EMBEDS
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -46,7 +46,7 @@ def valid_vit(draw: st.DrawFn) -> dict[str, Any]:
         patch_bias=draw(st.sampled_from((None, True, False))),
         patch_embed=draw(st.sampled_from(("conv", "norm_linear_norm"))), dynamic_img_size=draw(st.booleans()),
         select_layer=draw(st.sampled_from((-1, 1) if depth == 1 else (-1, -2, 1))),
-        ignore_head=draw(st.booleans()), attention_type=draw(st.sampled_from(CPU_BACKENDS)),
+        ignore_head=draw(st.booleans()),
         drop_rate=draw(st.sampled_from((0.0, 0.1))), drop_path_rate=draw(st.sampled_from((0.0, 0.2))),
         weight_init=draw(st.sampled_from(("", "jax"))), check_finite=draw(st.booleans()),
     )
@@ -67,12 +67,12 @@ def expected_shape(cfg: ViTConfig, batch: int) -> tuple[int, ...]:
 
 
 @FUZZ
-@given(valid_vit())
-def test_every_valid_vit_config_builds_and_runs(kwargs: dict[str, Any]) -> None:
+@given(kwargs=valid_vit(), attention=st.sampled_from(CPU_BACKENDS))
+def test_every_valid_vit_config_builds_and_runs(kwargs: dict[str, Any], attention: str) -> None:
     cfg = ViTConfig(**kwargs)
     assert ViTConfig.from_dict(cfg.to_dict()) == cfg  # and round-trips through config.json
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    model = VisionTransformer(cfg, attention_type=attention).eval()
     x = torch.randn(2, cfg.in_chans, *cfg.img_size)
     with torch.no_grad():
         out = model(x)
@@ -96,9 +96,9 @@ def valid_simple_vit(draw: st.DrawFn) -> dict[str, Any]:
 @FUZZ
 @given(valid_simple_vit())
 def test_every_valid_simple_vit_config_builds_and_runs(kwargs: dict[str, Any]) -> None:
-    cfg = simple_vit_config(**kwargs)
+    model = SimpleViT(**kwargs).eval()
+    cfg = model.config
     assert ViTConfig.from_dict(cfg.to_dict()) == cfg
-    model = build_model(cfg).eval()
     assert model.blocks[0].mlp.fc1.out_features == kwargs["mlp_dim"]
     with torch.no_grad():
         out = model(torch.randn(2, kwargs["channels"], *kwargs["image_size"]))
@@ -113,8 +113,7 @@ WRONG_TYPES = {  # a value of a type the field never takes
     "bool": st.one_of(st.integers(0, 1), st.text(max_size=3), st.just([True])),
     "str": st.one_of(st.integers(), st.booleans(), st.just(["avg"])),
 }
-UNKNOWN_NAMES = ("global_pool", "pos_embed", "act_layer", "norm_layer", "mlp_layer", "attention_type",
-                 "weight_init", "patch_embed")
+UNKNOWN_NAMES = ("global_pool", "pos_embed", "act_layer", "norm_layer", "mlp_layer", "weight_init", "patch_embed")
 
 
 @st.composite
@@ -182,7 +181,7 @@ def test_arbitrary_values_build_or_raise_value_error(vit: dict[str, Any], simple
     small_vit = dict(img_size=16, patch_size=4, embed_dim=16, depth=1, num_heads=2) | vit
     small_simple = dict(image_size=16, patch_size=4, num_classes=3, dim=16, depth=1, heads=2, mlp_dim=16,
                         dim_head=8) | simple
-    for make, kwargs in ((ViTConfig.from_dict, small_vit), (lambda kw: simple_vit_config(**kw), small_simple)):
+    for make, kwargs in ((ViTConfig.from_dict, small_vit), (lambda kw: SimpleViT(**kw).config, small_simple)):
         try:
             cfg = make(kwargs)
         except ValueError:

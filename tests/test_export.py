@@ -200,7 +200,7 @@ def test_export_attention_runs_every_layer_on_the_export_backend_and_restores_af
             raise RuntimeError("boom")
         with pytest.raises(BackendUnavailableError, match="flash"):
             model(x)
-    assert model.attention_backend == model.config.attention_type == "flash"
+    assert model.attention_backend == "flash"
     with pytest.raises(ValueError, match="cannot be exported"), export_attention(model, "flash"):
         pass
 

@@ -64,11 +64,12 @@ def test_defaults_are_the_seeds() -> None:
     assert (config.norm_layer, config.norm_eps) == ("layernorm", 1e-5) == ("layernorm", nn.LayerNorm(4).eps)
     assert config.act_layer == "gelu" and seed_defaults["act_layer"] is nn.GELU
     for name in ("in_chans", "num_classes", "mlp_ratio", "qkv_bias", "drop_rate", "attn_drop_rate",
-                 "drop_path_rate", "weight_init", "deterministic", "pre_norm", "num_recomputing_layers",
-                 "global_pool"):
+                 "drop_path_rate", "weight_init", "pre_norm", "num_recomputing_layers", "global_pool"):
         assert getattr(config, name) == seed_defaults[name], name
-    # The kernel is a run-time choice: vitkit's 'auto' picks it; the seed's 'scaled_dot_product' is an alias.
-    assert vitkit.VisionTransformer(**SEED_KW, attention_type="scaled_dot_product").config.attention_type == "math"
+    # The kernel is a run-time choice, not config: vitkit's 'auto' picks it; the seed's names set it.
+    assert vitkit.VisionTransformer(**SEED_KW).attention_choice.deterministic is seed_defaults["deterministic"]
+    seeded = vitkit.VisionTransformer(**SEED_KW, attention_type="scaled_dot_product", deterministic=True)
+    assert seeded.attention_choice == vitkit.attention.AttentionChoice("math", deterministic=True)
 
 
 def test_positional_seed_form() -> None:

@@ -19,9 +19,9 @@ from torch import nn
 
 import vitkit
 from interop_helpers import assert_parity, images, randomize_, realistic_
-from vitkit.attention import BackendUnavailableError
+from vitkit.attention import AttentionChoice, BackendUnavailableError
 from vitkit.layers import TransformerBlock, sincos_2d
-from vitkit.models import ViTConfig, config_from_dict, simple_vit_config
+from vitkit.models import ViTConfig, config_from_dict, saved_attention, simple_vit_config
 
 # Seed 003's keyword arguments, small.
 SEED_KW: dict[str, Any] = dict(image_size=32, patch_size=8, num_classes=10, dim=64, depth=2, heads=4,
@@ -77,8 +77,8 @@ def test_seed_003_keyword_arguments() -> None:
 
 
 def test_positional_arguments_in_seed_order() -> None:
-    assert vitkit.SimpleViT(32, 8, 10, 64, 2, 4, 128, 3, 16, False).config == simple_vit_config(**SEED_KW,
-                                                                                               use_flash=False)
+    model = vitkit.SimpleViT(32, 8, 10, 64, 2, 4, 128, 3, 16, False)
+    assert model.config == simple_vit_config(**SEED_KW) and model.attention_backend == "math"
 
 
 def test_default_initialisation_is_pytorchs_as_in_seed_003() -> None:
@@ -109,7 +109,8 @@ def test_use_flash_true_and_false_give_the_same_output() -> None:
     flash = randomize_(small_simple_vit(use_flash=True)).eval()
     plain = small_simple_vit(use_flash=False).eval()
     plain.load_state_dict(flash.state_dict())
-    assert flash.config.attention_type == "sdpa" and plain.config.attention_type == "math"
+    assert flash.attention_backend == "sdpa" and plain.attention_backend == "math"
+    assert flash.config == plain.config  # the kernel is not architecture
     x = images()
     with torch.no_grad():
         assert_close(plain(x), flash(x))
@@ -120,7 +121,7 @@ def test_attention_type_overrides_use_flash(attention_type: str) -> None:
     reference = randomize_(small_simple_vit(use_flash=False)).eval()
     model = small_simple_vit(use_flash=True, attention_type=attention_type).eval()
     model.load_state_dict(reference.state_dict())
-    assert all(b.attn.attention_type == model.config.attention_type for b in model.blocks)
+    assert model.attention_backend == vitkit.attention.canonical_name(attention_type)
     x = images()
     with torch.no_grad():
         assert_close(model(x), reference(x))
@@ -276,7 +277,7 @@ def test_wrong_input_is_value_error(shape: tuple[int, ...], match: str) -> None:
 
 def test_config_round_trip_and_rebuild() -> None:
     model = small_simple_vit(image_size=(32, 48), attention_type="scaled_dot_product")
-    assert model.config.attention_type == "math"
+    assert model.attention_backend == "math"
     again = config_from_dict(model.config.to_dict())
     assert again == model.config and isinstance(again, ViTConfig)
     rebuilt = vitkit.VisionTransformer(again)
@@ -361,10 +362,12 @@ def test_a_simple_vit_directory_of_an_earlier_version_loads(tmp_path: Path, head
     loaded = vitkit.load_pretrained(tmp_path / "old")
     assert isinstance(loaded, vitkit.VisionTransformer)
     kwargs = {k: v for k, v in OLD_CONFIG.items() if k not in ("family", "head_norm", "mean", "std")}
+    kernel = {k: kwargs.pop(k) for k in ("use_flash", "attention_type")}
     assert loaded.config == simple_vit_config(**kwargs, head_norm=head_norm)
+    assert loaded.attention_choice == AttentionChoice("sdpa", fallback=True)  # use_flash: a preference now
     x = images(height=32, width=48)
     assert_parity(loaded, old, x, loaded, old, atol=1e-5)
-    new = vitkit.SimpleViT(**kwargs, head_norm=head_norm).eval()
+    new = vitkit.SimpleViT(**kwargs, **kernel, head_norm=head_norm).eval()
     new.load_state_dict(loaded.state_dict(), strict=True)
     with torch.no_grad():
         assert torch.equal(new(x), loaded(x))
@@ -378,7 +381,7 @@ def test_an_old_simple_vit_config_reads_as_its_vit_config() -> None:
     assert config.fc_norm is False  # head_norm defaulted to 'tokens' then
     assert (config.img_size, config.embed_dim, config.num_heads, config.head_dim, config.mlp_width) == (
         (32, 48), 64, 4, 16, 96)
-    assert config.attention_type == "sdpa"  # use_flash=True, its default
+    assert saved_attention(data) == ("sdpa", False)  # use_flash=True, its default: the kernel it ran, kept apart
     with pytest.raises(ValueError, match="never had: embed_dim"):
         config_from_dict({**OLD_CONFIG, "embed_dim": 64})
     with pytest.raises(ValueError, match="lacks required fields: mlp_dim"):

@@ -291,7 +291,7 @@ def test_grad_checkpointing_counts_are_clamped_to_the_blocks_built() -> None:
 
 
 def outputs_for_backend(attention_type: str, reference: vitkit.VisionTransformer, x: torch.Tensor) -> torch.Tensor:
-    model = vitkit.VisionTransformer(reference.config.replace(attention_type=attention_type)).eval()
+    model = vitkit.VisionTransformer(reference.config, attention_type=attention_type).eval()
     model.load_state_dict(reference.state_dict())
     return model(x)
 
@@ -309,7 +309,7 @@ def test_backends_agree_on_gradients() -> None:
     reference = randomize_(small_vit(attention_type="math"))
     x = images()
     training_step(reference, x)
-    other = vitkit.VisionTransformer(reference.config.replace(attention_type="sdpa"))
+    other = vitkit.VisionTransformer(reference.config, attention_type="sdpa")
     other.load_state_dict(reference.state_dict())
     training_step(other, x)
     for p, q in zip(reference.parameters(), other.parameters(), strict=True):
@@ -336,7 +336,7 @@ def test_gpu_only_backends_raise_at_forward_on_cpu(attention_type: str) -> None:
 @pytest.mark.parametrize("attention_type", ["sdpa", "flash", "xformers", "flex", "auto"])
 def test_cuda_backends_match_math_in_half_precision(attention_type: str) -> None:
     reference = randomize_(small_vit(attention_type="math")).cuda().half().eval()
-    model = vitkit.VisionTransformer(reference.config.replace(attention_type=attention_type)).cuda().half().eval()
+    model = vitkit.VisionTransformer(reference.config, attention_type=attention_type).cuda().half().eval()
     model.load_state_dict(reference.state_dict())
     x = images().cuda().half()
     with torch.no_grad():

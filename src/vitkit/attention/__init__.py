@@ -13,9 +13,11 @@ from .backends import (
     register_backend,
 )
 from .capability import BackendUnavailableError, Capability, Request
+from .choice import AttentionChoice
 from .dispatch import (
     BackendStatus,
     backend_report,
+    checkpoint_contexts,
     choose_varlen,
     scaled_dot_product_attention,
     use,
@@ -31,6 +33,7 @@ __all__ = [
     "BACKENDS",
     "BACKEND_NAMES",
     "VARLEN_AUTO_ORDER",
+    "AttentionChoice",
     "Backend",
     "BackendStatus",
     "BackendUnavailableError",
@@ -40,6 +43,7 @@ __all__ = [
     "attention_weights",
     "backend_report",
     "canonical_name",
+    "checkpoint_contexts",
     "choose",
     "choose_varlen",
     "register_backend",

@@ -1,9 +1,12 @@
 """The attention entry points, dense and packed, over one table: input checks, the scoped override, `auto`,
-one error for a backend that cannot run, and the usability report."""
+one error for a backend that cannot run (or, for a soft preference, one logged fallback), and the usability
+report."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from .segments import Segments
 # The backend (canonical name) and deterministic flag (None: the caller's) that `use` imposes in this
 # thread / task; None outside every `use`. Dynamo guards on its value, so compiled code follows it too.
 _SCOPE: ContextVar[tuple[str, bool | None] | None] = ContextVar("vitkit_attention_scope", default=None)
+logger = logging.getLogger("vitkit.attention")
 
 
 @contextlib.contextmanager
@@ -29,32 +33,54 @@ def use(backend: str, *, deterministic: bool | None = None) -> Iterator[None]:
     previous state, also on an exception. The scope is this thread's or task's, not the process's. A
     named backend that cannot run a call still raises `BackendUnavailableError`.
     """
-    token = _SCOPE.set((canonical_name(backend), deterministic))
+    with _scoped((canonical_name(backend), deterministic)):
+        yield
+
+
+@contextlib.contextmanager
+def _scoped(scope: tuple[str, bool | None] | None) -> Iterator[None]:
+    token = _SCOPE.set(scope)
     try:
         yield
     finally:
         _SCOPE.reset(token)
 
 
-def _resolve(backend: str, deterministic: bool, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+def checkpoint_contexts() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    """`context_fn` for `torch.utils.checkpoint`: a block recomputed in backward runs under the `use` scope its
+    forward ran under (backward usually runs outside that scope), so both passes run the same kernel."""
+    return contextlib.nullcontext(), _scoped(_SCOPE.get())
+
+
+@functools.lru_cache(maxsize=64)
+def _log_fallback(name: str, why: str) -> None:
+    """Say once per process (per backend and reason) that a preferred backend gave way to `auto`."""
+    logger.warning("attention backend '%s' cannot run here (it %s); running 'auto' instead", name, why)
+
+
+def _resolve(backend: str, deterministic: bool, fallback: bool, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
              attn_mask: torch.Tensor | None, dropout_p: float, *, packed: bool) -> tuple[Backend, bool]:
     """The backend that runs this call and its deterministic flag: the scope's or the caller's, `auto`
-    resolved. A named backend that cannot run the call raises instead of handing it to another."""
+    resolved. A named backend that cannot run the call raises instead of handing it to another, unless the
+    caller's name is a soft preference (`fallback`); a `use` scope's name is always a hard one."""
     name = canonical_name(backend)
     scope = _SCOPE.get()
     if scope is not None:
-        name, deterministic = scope[0], deterministic if scope[1] is None else scope[1]
+        name, deterministic, fallback = scope[0], deterministic if scope[1] is None else scope[1], False
     req = Request.of(q, k, v, attn_mask, dropout_p, deterministic)
     if name == "auto":
         return BACKENDS[choose(req, packed=packed)], deterministic
     entry = BACKENDS[name]
     why = entry.reason(req, packed=packed)
-    if why is not None:
-        raise BackendUnavailableError(
-            f"attention backend '{name}' cannot run {'packed attention ' if packed else ''}here: it {why} "
-            f"(inputs: {q.dtype} on {q.device}, head_dim {q.shape[-1]}); fix: {entry.fix}"
-        )
-    return entry, deterministic
+    if why is None:
+        return entry, deterministic
+    if fallback:
+        _log_fallback(name, why)
+        return BACKENDS[choose(req, packed=packed)], deterministic
+    raise BackendUnavailableError(
+        f"attention backend '{name}' cannot run {'packed attention ' if packed else ''}here: it {why} "
+        f"(inputs: {q.dtype} on {q.device}, head_dim {q.shape[-1]}); fix: {entry.fix}"
+    )
 
 
 @dataclass(frozen=True)
@@ -85,16 +111,8 @@ def backend_report(
     if packed and mask is not None:
         raise ValueError("packed attention takes its mask from the segments; leave mask=None with packed=True")
     device = torch.device(device)
-    req = Request(
-        device_type=device.type,
-        dtype=dtype,
-        head_dim=head_dim,
-        mask=mask,
-        dropout=dropout,
-        needs_grad=needs_grad,
-        deterministic=deterministic,
-        compute_capability=cuda_capability(device),
-    )
+    req = Request(device.type, dtype, head_dim, mask=mask, dropout=dropout, needs_grad=needs_grad,
+                  deterministic=deterministic, compute_capability=cuda_capability(device))
     chosen = choose(req, packed=packed)
     rows = []
     for name, backend in BACKENDS.items():
@@ -157,16 +175,19 @@ def scaled_dot_product_attention(
     dropout_p: float = 0.0,
     scale: float | None = None,
     deterministic: bool = False,
+    fallback: bool = False,
 ) -> torch.Tensor:
     """softmax(q k^T * scale + mask) v on (B, H, N, D) tensors, through the named (or fastest) backend.
 
     `attn_mask` is bool (True = attend) or additive, broadcastable to (B, H, N, M). Dropout is applied
     whenever `dropout_p > 0`: callers pass 0 outside training. A named backend that cannot run these
     inputs raises `BackendUnavailableError` with the reason and the fix; `auto` never does where
-    `math` could run. Inside `use(...)` the scope's backend runs instead of `backend`.
+    `math` could run. With `fallback` the name is only a preference: `auto` runs instead, and a warning
+    says so once (for a choice read from a file, not asked for). Inside `use(...)` the scope's backend
+    runs instead of `backend`, and is never replaced.
     """
     _check_inputs(q, k, v, attn_mask, dropout_p)
-    entry, deterministic = _resolve(backend, deterministic, q, k, v, attn_mask, dropout_p, packed=False)
+    entry, deterministic = _resolve(backend, deterministic, fallback, q, k, v, attn_mask, dropout_p, packed=False)
     return entry.run(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale, deterministic=deterministic)
 
 
@@ -180,6 +201,7 @@ def varlen_attention(
     dropout_p: float = 0.0,
     scale: float | None = None,
     deterministic: bool = False,
+    fallback: bool = False,
 ) -> torch.Tensor:
     """Attention on (B, H, N, D) q and (B, H, M, D) k, v where each query sees only keys of its own segment.
 
@@ -195,7 +217,7 @@ def varlen_attention(
             f"segment ids {tuple(segments.q_ids.shape)} / {tuple(segments.kv_ids.shape)} do not match q "
             f"(B, N) = {(q.shape[0], q.shape[2])} and k (B, M) = {(k.shape[0], k.shape[2])}"
         )
-    entry, deterministic = _resolve(backend, deterministic, q, k, v, None, dropout_p, packed=True)
+    entry, deterministic = _resolve(backend, deterministic, fallback, q, k, v, None, dropout_p, packed=True)
     return entry.run_packed(q, k, v, segments, dropout_p=dropout_p, scale=scale, deterministic=deterministic)
 
 

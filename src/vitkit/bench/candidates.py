@@ -96,12 +96,13 @@ def vitkit_attention(config: ViTConfig, attention: str, device: torch.device, dt
 
 def build_vitkit(config: ViTConfig, device: torch.device, attention: str, grad_checkpointing: int) -> Built:
     """vitkit's model for `config` with its attention on `attention`, recomputing the first N blocks."""
-    config = config.replace(attention_type=attention)
     if grad_checkpointing:
         config = config.replace(num_recomputing_layers=grad_checkpointing)
     from .. import __version__
 
-    return Built(build_model(config).to(device), f"vitkit {__version__}")
+    model = build_model(config).to(device)
+    model.set_attention(attention)
+    return Built(model, f"vitkit {__version__}")
 
 
 # -- timm -----------------------------------------------------------------------------------------

@@ -160,11 +160,12 @@ def run_packing_bench(settings: PackingBenchSettings, progress: Progress | None 
     say = progress or (lambda message: None)
     device = resolve_device(settings.device)
     config = bench_config(settings.model).replace(
-        dynamic_img_size=True, dynamic_img_pad=True, attention_type=settings.attention, num_classes=1000
+        dynamic_img_size=True, dynamic_img_pad=True, num_classes=1000
     )
     with torch_threads(settings.threads):
         torch.manual_seed(settings.seed)
         model = build_model(config).to(device).train(settings.mode == "train")
+        model.set_attention(settings.attention)
         images = random_images(settings, config.in_chans)
         real_tokens = sum(_tokens(x, tuple(model.patch_embed.patch_size), model.num_prefix_tokens) for x in images)
         ways = build_ways(settings, model, images, device)

@@ -10,6 +10,7 @@ from .pretrained import (
     create_model,
     key_report,
     load_checkpoint,
+    load_config,
     load_pretrained,
     save_pretrained,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "detect_format",
     "key_report",
     "load_checkpoint",
+    "load_config",
     "load_model_dir",
     "load_pretrained",
     "read_state_dict",

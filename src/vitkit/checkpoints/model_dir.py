@@ -33,7 +33,7 @@ def check_model_dir(directory: str | os.PathLike, *, argument: str = "checkpoint
 
 
 def load_model_dir(directory: str | os.PathLike, *, argument: str = "checkpoint",
-                   img_size: int | tuple[int, int] | None = None) -> nn.Module:
+                   img_size: int | tuple[int, int] | None = None, attention: str | None = None) -> nn.Module:
     """The model of a vitkit model directory in eval mode, optionally rebuilt at `img_size` (positions
-    resampled)."""
-    return load_pretrained(check_model_dir(directory, argument=argument), img_size=img_size)
+    resampled), on the `attention` kernel (see `load_pretrained`)."""
+    return load_pretrained(check_model_dir(directory, argument=argument), img_size=img_size, attention=attention)

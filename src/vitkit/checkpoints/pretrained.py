@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import logging
 import os
 import warnings
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +17,9 @@ import torch
 from torch import nn
 
 from .. import models
+from ..attention import AttentionChoice
 from ..layers import EfficientAttention
-from ..models import VisionTransformer, ViTConfig, build_model, config_from_dict
+from ..models import VisionTransformer, ViTConfig, attention_argument, build_model, config_from_dict, saved_attention
 from .convert import Conversion, convert_state_dict
 from .io import save_state_dict, write_text
 from .keymap import rename
@@ -23,6 +27,7 @@ from .sources import read_source
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+logger = logging.getLogger("vitkit.checkpoints")
 
 
 def save_pretrained(model: nn.Module, directory: str | os.PathLike, *,
@@ -37,7 +42,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, *,
         raise TypeError(f"save_pretrained needs a vitkit model with a .config, got {type(model).__name__}")
     directory = Path(directory)
     save_state_dict(model.state_dict() if state_dict is None else state_dict, directory / WEIGHTS_NAME)
-    data = config.to_dict() | ({"training": training} if training else {})
+    data = config.to_dict() | ({"training": training} if training else {})  # the kernel is not saved: run-time
     write_text(directory / CONFIG_NAME, json.dumps(data, indent=2) + "\n")
     return directory
 
@@ -56,6 +61,11 @@ def read_config(directory: Path) -> dict:
         raise ValueError(f"{path} is not a vitkit config.json (it has no 'family'); make a vitkit model directory "
                          f"from it first: `vitkit convert {directory} OUT_DIR`")
     return config
+
+
+def load_config(directory: str | os.PathLike) -> ViTConfig:
+    """The model config of a vitkit model (or run) directory, without loading its weights."""
+    return config_from_dict(read_config(Path(directory)))
 
 
 @dataclass
@@ -81,15 +91,16 @@ class KeyReport:
         return "; ".join(parts) or "all keys matched"
 
 
-def key_report(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> KeyReport:
-    """Missing, unexpected and shape-mismatched keys of `state_dict` against `model`."""
+def key_report(model: nn.Module, state_dict: dict[str, torch.Tensor], keep: Collection[str] = ()) -> KeyReport:
+    """Missing, unexpected and shape-mismatched keys of `state_dict` against `model`; the model's keys in `keep`
+    keep their own values and are not missing."""
     own = model.state_dict()
     mismatched = sorted(
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
         for k in set(own) & set(state_dict)
         if own[k].shape != state_dict[k].shape
     )
-    return KeyReport(sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own)), mismatched)
+    return KeyReport(sorted(set(own) - set(state_dict) - set(keep)), sorted(set(state_dict) - set(own)), mismatched)
 
 
 def check_floating(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
@@ -106,15 +117,16 @@ def check_floating(model: nn.Module, state_dict: dict[str, torch.Tensor], source
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str,
-                            strict: bool = True) -> KeyReport:
+                            strict: bool = True, keep: Collection[str] = ()) -> KeyReport:
     """Load with one report of missing / unexpected / mismatched keys; `strict` raises on any, and a shape
     mismatch or an integer tensor for a floating one always raises (the tensor cannot be loaded). Zero qkv
-    biases of a bias-free model are dropped (`EfficientAttention.drop_zero_qkv_bias`) and listed in the report."""
+    biases of a bias-free model are dropped (`EfficientAttention.drop_zero_qkv_bias`) and listed in the report.
+    The model's keys in `keep` keep their values."""
     check_floating(model, state_dict, source)
     state_dict = dict(state_dict)
     zero_biases = [key for name, module in model.named_modules() if isinstance(module, EfficientAttention)
                    if (key := module.drop_zero_qkv_bias(state_dict, f"{name}."))]
-    report = key_report(model, state_dict)
+    report = key_report(model, state_dict, keep)
     if zero_biases:
         report.dropped.append(f"{len(zero_biases)} all-zero qkv biases (the model has qkv_bias=False)")
     if report.mismatched or (strict and not report.clean):
@@ -169,6 +181,35 @@ def _drop_cut_blocks(state_dict: dict[str, torch.Tensor], model: nn.Module, drop
     return {k: v for k, v in state_dict.items() if k not in cut}
 
 
+def _skipped(keys: Iterable[str], skip: tuple[str, ...]) -> set[str]:
+    """The keys a `skip` pattern names: a glob ('head.*', 'blocks.1[01].*') or a module name ('head')."""
+    return {k for k in keys if any(fnmatch.fnmatchcase(k, p) or k.startswith(f"{p}.") for p in skip)}
+
+
+def _skip_patterns(skip: str | Iterable[str]) -> tuple[str, ...]:
+    patterns = (skip,) if isinstance(skip, str) else tuple(skip)
+    if not all(isinstance(p, str) and p for p in patterns):
+        raise TypeError(f"skip must be key patterns (strings like 'head.*' or 'head'), got {skip!r}")
+    return patterns
+
+
+def _prefer_saved(model: VisionTransformer, data: dict[str, Any], label: str) -> None:
+    """The kernel a config.json written before vitkit 0.3 names, as the model's preference: where it cannot run on
+    the device and dtype the model was loaded on, 'auto' instead, with one logged line; where it can, a preference
+    that gives way to 'auto' (logged once) for a call it cannot run."""
+    backend, deterministic = saved_attention(data)
+    if backend is None and not deterministic:
+        return
+    choice = AttentionChoice(backend or "auto", deterministic, fallback=True)
+    weight = next(model.parameters())
+    why = choice.reason_here(weight.device, weight.dtype, model.blocks[0].attn.head_dim)
+    if why is not None:
+        logger.warning("%s: its config.json names attention '%s', which cannot run here (it %s); running 'auto'",
+                       label, choice.backend, why)
+        choice = AttentionChoice("auto", deterministic)
+    model.set_attention(choice.backend, deterministic=deterministic, fallback=choice.fallback)
+
+
 def load_checkpoint(
     source: str | os.PathLike,
     *,
@@ -177,9 +218,15 @@ def load_checkpoint(
     strict: bool = True,
     img_size: int | tuple[int, int] | None = None,
     trust_pickle: bool = False,
+    attention: str | None = None,
+    deterministic: bool | None = None,
+    skip: str | Iterable[str] = (),
     **overrides: Any,
 ) -> Loaded:
-    """`load_pretrained` with its record: format, key report, and config fields set by default."""
+    """`load_pretrained` (whose docstring explains every argument) with its record: format, key report, and the
+    config fields set by default."""
+    attention = attention_argument(attention, overrides)
+    skip = _skip_patterns(skip)
     src = read_source(source, trust_pickle=trust_pickle)
     conversion: Conversion | None = None
     if src.vitkit_config is not None and source_format in ("auto", "vitkit"):
@@ -196,60 +243,69 @@ def load_checkpoint(
             raise ValueError(f"{src.label}: {err}") from err
         state_dict, config, fmt = conversion.state_dict, conversion.config, conversion.source_format
         old_grid = config.grid_size if model is None else None  # inferred from these weights, or unknown
-    if model is None:
+    built = model is None
+    if built:
         if img_size is not None:
             config = config.replace(img_size=img_size)
-        model = build_model(config.replace(weight_init="skip"))  # every tensor is overwritten below: skip init
-        model.config = config
+        model = build_model(config.replace(weight_init="skip" if not skip else config.weight_init))
+        model.config = config  # every tensor but the skipped ones is overwritten below: init skipped then
     elif img_size is not None:
         raise ValueError("img_size applies when vitkit builds the model; build yours at that size instead")
     fit_pos_embed(state_dict, model, old_grid)
     dropped = list(conversion.dropped) if conversion else []
     state_dict = _drop_cut_blocks(state_dict, model, dropped)
-    report = load_state_dict_checked(model, state_dict, src.label, strict=strict)
+    kept = _skipped(model.state_dict(), skip)
+    if skip:
+        skipped = _skipped(state_dict, skip)
+        state_dict = {k: v for k, v in state_dict.items() if k not in skipped}
+        dropped.append(f"{len(skipped)} keys matching {', '.join(skip)} (skip=): the model keeps its own "
+                       f"{len(kept)}")
+    report = load_state_dict_checked(model, state_dict, src.label, strict=strict, keep=kept)
     if not report.clean:
         warnings.warn(f"loaded {src.label} with {report.summary()}", stacklevel=3)
     report.dropped = dropped + report.dropped
+    if attention is not None or deterministic is not None:
+        model.set_attention(attention or "auto", deterministic=deterministic)
+    elif built and src.vitkit_config is not None:
+        _prefer_saved(model, src.vitkit_config, src.label)
     return Loaded(model.eval(), fmt, report, conversion.assumed if conversion else {})
 
 
-def load_pretrained(
-    source: str | os.PathLike,
-    *,
-    model: nn.Module | None = None,
-    source_format: str = "auto",
-    strict: bool = True,
-    img_size: int | tuple[int, int] | None = None,
-    trust_pickle: bool = False,
-    **overrides: Any,
-) -> nn.Module:
-    """A vitkit model with the weights of `source`, in eval mode.
+def load_pretrained(source: str | os.PathLike, **options: Any) -> nn.Module:
+    """A vitkit model with the weights of `source`, in eval mode (`load_checkpoint` with the record).
 
     `source`: a vitkit directory; a weights file (.safetensors, .pt/.pth/.bin read with weights_only=True, or a
     big_vision / vision_transformer JAX .npz; JSON files beside it are read too); an HF-style directory
     (config.json + model.safetensors or pytorch_model.bin, sharded or not; OpenCLIP's open_clip_config.json);
-    or `hf-hub:org/name[@rev]`.
+    or `hf-hub:org/name[@rev]`. Keyword options:
     `source_format`: 'auto' (from the keys) or a name from `vitkit.checkpoints.FORMATS`.
     `model`: load into this model instead of building one from the inferred config.
+    `strict` (True): raise with the key report (missing / unexpected / shape-mismatched keys) unless it is clean.
     `img_size`: build at this size; the learned position table is resampled (bicubic, prefix tokens kept).
-    `overrides`: config fields the weights cannot show or you want changed (num_heads=12, act_layer='gelu',
-    select_layer=-2, ignore_head=True, dynamic_img_size=True, ...).
-    Key accounting: missing / unexpected / shape-mismatched keys in one report; `strict` raises with it.
-    `trust_pickle`: also load .pt/.pth/.bin pickles that need more than tensors (custom classes, whole modules).
-    Unpickling those runs code from the file, so the default refuses them; set it only for files you trust.
+    `trust_pickle` (False): also load .pt/.pth/.bin pickles that need more than tensors (custom classes, whole
+    modules). Unpickling those runs code from the file, so the default refuses them; set it only for files you
+    trust.
+    `attention` / `deterministic`: the kernel choice (`VisionTransformer.set_attention`). The kernel is chosen where
+    the model runs, so by default the model runs 'auto' (or, with `model=`, keeps that model's choice); a
+    config.json from before vitkit 0.3 that names one is taken as a preference, 'auto' where it cannot run.
+    `skip`: checkpoint keys to leave out, as globs or module names (`skip="head"` for a head of another size): the
+    model keeps its own values for them and they do not count as missing.
+    Any other keyword is a config field the weights cannot show or you want changed (num_heads=12,
+    act_layer='gelu', select_layer=-2, ignore_head=True, dynamic_img_size=True, ...).
     """
-    return load_checkpoint(source, model=model, source_format=source_format, strict=strict, img_size=img_size,
-                           trust_pickle=trust_pickle, **overrides).model
+    return load_checkpoint(source, **options).model
 
 
 def create_model(name: str, *, pretrained: str | os.PathLike | None = None, trust_pickle: bool = False,
-                 **overrides: Any) -> nn.Module:
-    """A registered model (`vitkit.list_models()`) with config fields overridden, e.g. `num_classes=10`.
+                 attention: str | None = None, deterministic: bool | None = None, **overrides: Any) -> nn.Module:
+    """A registered model (`vitkit.list_models()`) with config fields overridden, e.g. `num_classes=10`, running
+    attention on `attention` ('auto' by default; see `VisionTransformer.set_attention`).
 
     `pretrained`: a checkpoint loaded into it with `load_pretrained(pretrained, model=..., trust_pickle=...)`,
     in eval mode; without it the model is freshly initialised, in training mode as any new nn.Module.
     """
-    model = models.create_model(name, **overrides)
+    model = models.create_model(name, attention=attention_argument(attention, overrides),
+                                deterministic=deterministic, **overrides)
     if pretrained is not None:
         load_pretrained(pretrained, model=model, trust_pickle=trust_pickle)
     return model

@@ -11,7 +11,7 @@ from ..explain import METHODS, attention_map
 from ..train import RunDir
 from .app import app
 from .convert import parse_size
-from .output import echo_json
+from .output import ATTENTION_HELP, echo_json
 
 
 @app.command("attention-map")
@@ -28,6 +28,8 @@ def attention_map_command(
     colormap: str = typer.Option("jet", "--colormap", help="A matplotlib colormap name."),
     with_image: bool = typer.Option(False, "--with-image", help="The plain image on the left of the map."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    attention: str | None = typer.Option(None, "--attention", help=ATTENTION_HELP + " The map itself always comes "
+                                         "from the math path.", show_default=False),
 ) -> None:
     """Attention rollout (or the last layer's attention) of a model on an image, overlaid as a heatmap PNG."""
     if method not in METHODS:
@@ -37,7 +39,7 @@ def attention_map_command(
     picture_size = parse_size(size, "--size")
     if isinstance(picture_size, int):
         picture_size = (picture_size, picture_size)
-    model = load_model_dir(checkpoint, argument="--checkpoint")
+    model = load_model_dir(checkpoint, argument="--checkpoint", attention=attention)
     out = out or Path(f"{image.stem}_attention.png")
     result = attention_map(model, image, out, method=method, size=picture_size, alpha=alpha, colormap=colormap,
                            with_image=with_image)

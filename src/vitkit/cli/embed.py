@@ -17,11 +17,11 @@ from ..embeddings import POOLS, Scores, embed, encode_labels, knn, load_embeddin
 from ..embeddings.store import DTYPES
 from ..train.distributed import setup, teardown
 from .app import app
-from .output import TRUST_PICKLE_HELP, console, echo_json
+from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json
 
 
 def _model(checkpoint: Path | None, model: str | None, pretrained: Path | None, img_size: int | None,
-           trust_pickle: bool) -> tuple[torch.nn.Module, str]:
+           trust_pickle: bool, attention: str | None) -> tuple[torch.nn.Module, str]:
     """The tower and how to name it: a run/model directory, or a registered name (with weights)."""
     if (checkpoint is None) == (model is None):
         raise ValueError("give the model as --checkpoint DIR, or as --model NAME [--pretrained PATH]")
@@ -29,8 +29,8 @@ def _model(checkpoint: Path | None, model: str | None, pretrained: Path | None, 
     if checkpoint is not None:
         if pretrained is not None:
             raise ValueError("--pretrained goes with --model; --checkpoint already holds its weights")
-        return load_pretrained(checkpoint, trust_pickle=trust_pickle, **size), str(checkpoint)
-    tower = create_model(model, pretrained=pretrained, trust_pickle=trust_pickle, **size).eval()
+        return load_pretrained(checkpoint, trust_pickle=trust_pickle, attention=attention, **size), str(checkpoint)
+    tower = create_model(model, pretrained=pretrained, trust_pickle=trust_pickle, attention=attention, **size).eval()
     return tower, f"{model}" + (f" ({pretrained})" if pretrained else "")
 
 
@@ -76,6 +76,7 @@ def embed_command(
     workers: str = typer.Option("auto", help="DataLoader workers: auto = min(cores, 8) for files, 0 for digits."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
+    attention: str | None = typer.Option(None, "--attention", help=ATTENTION_HELP, show_default=False),
 ) -> None:
     """Features of every image, written as safetensors shards with an index (a second run resumes)."""
     if (data is None) == (not files):
@@ -84,7 +85,7 @@ def embed_command(
         raise ValueError(f"--workers must be 'auto' or an integer >= 0, got {workers!r}")
     env = setup(device)
     try:
-        tower, name = _model(checkpoint, model, pretrained, img_size, trust_pickle)
+        tower, name = _model(checkpoint, model, pretrained, img_size, trust_pickle, attention)
         tower.to(env.device)
         loaders = loader_workers(workers, data or "files")
         bar = _Bar(env.is_main)

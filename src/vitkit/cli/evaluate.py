@@ -16,12 +16,12 @@ from ..train import RunDir, evaluate, predict
 from ..train.distributed import setup
 from ..train.plots import plot_confusion
 from .app import app
-from .output import TRUST_PICKLE_HELP, console, echo_json
+from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json
 
 
-def _load(checkpoint: Path, trust_pickle: bool) -> tuple[torch.nn.Module, DataConfig, list[str]]:
-    """The model of a run or model directory, its data config and class names."""
-    model = load_pretrained(checkpoint, trust_pickle=trust_pickle)
+def _load(checkpoint: Path, trust_pickle: bool, attention: str | None) -> tuple[torch.nn.Module, DataConfig, list[str]]:
+    """The model of a run or model directory (on the `attention` kernel), its data config and class names."""
+    model = load_pretrained(checkpoint, trust_pickle=trust_pickle, attention=attention)
     labels = RunDir(checkpoint).labels() or [str(i) for i in range(model.num_classes)]
     return model, DataConfig.of(model.config), labels
 
@@ -39,13 +39,14 @@ def eval_command(
         False, "--packing", help="Keep each image's aspect ratio (longest side capped) and pack batches (NaViT)."
     ),
     max_tokens: int | None = typer.Option(None, help="With --packing: tokens per sequence (default: 4 full images)."),
+    attention: str | None = typer.Option(None, "--attention", help=ATTENTION_HELP, show_default=False),
 ) -> None:
     """Top-1 / top-5 accuracy, a per-class table and a confusion-matrix PNG."""
     if batch_size <= 0:
         raise ValueError(f"--batch-size must be a positive integer, got {batch_size}")
     if max_tokens is not None and (max_tokens <= 0 or not packing):
         raise ValueError(f"--max-tokens needs --packing and a positive integer, got {max_tokens}")
-    model, data_config, labels = _load(checkpoint, trust_pickle)
+    model, data_config, labels = _load(checkpoint, trust_pickle, attention)
     splits = load_splits(data, data_config, val_split=val_split, keep_aspect=packing)
     if len(splits.classes) != model.num_classes:
         raise ValueError(f"{data} has {len(splits.classes)} classes, the model {model.num_classes}")
@@ -81,11 +82,12 @@ def predict_command(
     top_k: int = typer.Option(5, help="Labels per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
+    attention: str | None = typer.Option(None, "--attention", help=ATTENTION_HELP, show_default=False),
 ) -> None:
     """The top-k labels of each image, with probabilities."""
     if top_k <= 0:
         raise ValueError(f"--top-k must be a positive integer, got {top_k}")
-    model, data_config, labels = _load(checkpoint, trust_pickle)
+    model, data_config, labels = _load(checkpoint, trust_pickle, attention)
     for path in images:
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")

@@ -39,8 +39,9 @@ def export_command(
     batch_size: int = typer.Option(1, "--batch-size", help="The fixed batch of --static-batch."),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (>= 17; 23 emits ONNX Attention ops)."),
     img_size: str | None = typer.Option(None, "--img-size", help="Export at N or HxW pixels (resamples positions)."),
-    attention: str = typer.Option("sdpa", "--attention", help=f"Attention traced into the graph: "
-                                  f"{' or '.join(EXPORT_BACKENDS)}, whatever the model runs otherwise."),
+    attention: str = typer.Option("auto", "--attention", help=f"Attention traced into the graph: "
+                                  f"auto (sdpa) or {' or '.join(EXPORT_BACKENDS)}, whatever the model runs "
+                                  "otherwise."),
     external_data: bool = typer.Option(False, "--external-data",
                                        help="ONNX: weights in OUT.onnx.data (always so past 2 GB)."),
     atol: float = typer.Option(1e-4, "--atol", help="Largest |difference| from PyTorch the check accepts."),

@@ -8,6 +8,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
+ATTENTION_HELP = ("Attention kernel: auto (the fastest that can run here) or a backend `vitkit doctor` lists (math, "
+                  "sdpa, flash, xformers, flex, sdpa:<kernel>). Default: auto, or the kernel an older config.json "
+                  "names where it can run here.")
 TRUST_PICKLE_HELP = ("Also load .pt/.pth/.bin pickles that need more than tensors; unpickling runs code from the "
                      "file, so only for files you trust.")
 

@@ -14,17 +14,19 @@ from torch import nn
 from ..attention import BackendUnavailableError, canonical_name, use
 from ..data import DataConfig
 
-# Backends an exporter can trace into portable operators; flash / xformers / flex are custom kernels.
+# Backends an exporter can trace into portable operators ('auto' asks for sdpa); flash / xformers / flex are
+# custom kernels.
 EXPORT_BACKENDS = ("sdpa", "math")
 DEFAULT_ATOL = 1e-4
 DEFAULT_BATCH_SIZES = (1, 3)
 
 
 @contextlib.contextmanager
-def export_attention(model: nn.Module, backend: str = "sdpa") -> Iterator[nn.Module]:
+def export_attention(model: nn.Module, backend: str = "auto") -> Iterator[nn.Module]:
     """Run every attention layer of `model` (blocks and MAP head) on `backend` inside the block, whatever the
     backend the model runs (`vitkit.attention.use`); outside it, the model's own backend again."""
     name = canonical_name(backend)
+    name = "sdpa" if name == "auto" else name
     if name not in EXPORT_BACKENDS:
         raise ValueError(f"attention backend {backend!r} cannot be exported; use one of {', '.join(EXPORT_BACKENDS)}")
     with use(name):

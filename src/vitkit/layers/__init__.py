@@ -7,15 +7,12 @@ from .drop import DropPath, LayerScale
 from .mlp import MLP_LAYERS, Mlp, SwiGLU, SwiGLUPacked, mlp_layer_name
 from .norm import NORMS, create_norm, norm_name
 from .patch_embed import NormLinearPatchEmbed, PatchEmbed, check_finite, check_images, to_2tuple
-from .pool import POOL_TYPES, AttentionPoolLatent, pool_segments, pool_tokens
+from .pool import FEATURE_POOLS, POOL_TYPES, AttentionPoolLatent, pool_segments, pool_tokens
 from .pos_embed import resample_abs_pos_embed, sincos_2d
-
-# The layers that run an attention kernel; `VisionTransformer.set_attention` switches them all.
-ATTENTION_LAYERS = (EfficientAttention, AttentionPoolLatent)
 
 __all__ = [
     "ACTIVATIONS",
-    "ATTENTION_LAYERS",
+    "FEATURE_POOLS",
     "MLP_LAYERS",
     "NORMS",
     "POOL_TYPES",

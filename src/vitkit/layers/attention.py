@@ -5,17 +5,48 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import Segments, attention_weights, canonical_name, scaled_dot_product_attention, varlen_attention
+from ..attention import AttentionChoice, Segments, attention_weights
 from .norm import create_norm
 
+AUTO = AttentionChoice()
 
-class EfficientAttention(nn.Module):
-    """Self-attention over (B, N, C) tokens whose kernel is chosen by `attention_type`.
 
-    `attention_type` is any backend name of `vitkit.attention` ('auto', 'math', 'sdpa', 'flash',
-    'xformers', 'flex', 'sdpa:<kernel>') or a seed alias ('scaled_dot_product', 'flash_attention').
-    State-dict names follow timm: qkv, q_norm, k_norm, proj. Positional arguments keep seed 000's
-    order; the rest are keyword-only. `head_dim` decouples the inner width from `dim` (SimpleViT).
+class StandaloneChoice:
+    """Seed 000's `attention_type` / `deterministic` arguments, for a layer used on its own.
+
+    A layer inside a model holds no choice (`attention` is None): the model passes its own with every call.
+    Built with `attention_type` or `deterministic` (as seed 000 builds its layers), the layer keeps that choice
+    for calls that pass none; a call's choice always wins.
+    """
+
+    attention: AttentionChoice | None
+
+    def _keep_choice(self, attention_type: str | None, deterministic: bool) -> None:
+        given = attention_type is not None or deterministic
+        self.attention = AttentionChoice(attention_type or "auto", deterministic) if given else None
+
+    def choice(self, attention: AttentionChoice | None) -> AttentionChoice:
+        """The choice a call runs under: the caller's, else this layer's own, else 'auto'."""
+        return attention or self.attention or AUTO
+
+    @property
+    def attention_type(self) -> str | None:
+        """The backend this layer was built with (seed 000's attribute); None when it takes its model's."""
+        return None if self.attention is None else self.attention.backend
+
+    @property
+    def deterministic(self) -> bool:
+        return self.attention is not None and self.attention.deterministic
+
+
+class EfficientAttention(StandaloneChoice, nn.Module):
+    """Self-attention over (B, N, C) tokens on a pluggable kernel, chosen per call (`AttentionChoice`).
+
+    `attention_type` (seed 000's argument) is any backend name of `vitkit.attention` ('auto', 'math', 'sdpa',
+    'flash', 'xformers', 'flex', 'sdpa:<kernel>') or a seed alias ('scaled_dot_product', 'flash_attention'): the
+    layer's own choice when it runs on its own (see `StandaloneChoice`). State-dict names follow timm: qkv,
+    q_norm, k_norm, proj. Positional arguments keep seed 000's order; the rest are keyword-only. `head_dim`
+    decouples the inner width from `dim` (SimpleViT).
     """
 
     def __init__(
@@ -24,7 +55,7 @@ class EfficientAttention(nn.Module):
         num_heads: int = 8,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
-        attention_type: str = "auto",
+        attention_type: str | None = None,
         deterministic: bool = False,
         *,
         qkv_bias: bool = True,
@@ -42,8 +73,7 @@ class EfficientAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.scale = head_dim**-0.5
-        self.attention_type = canonical_name(attention_type)
-        self.deterministic = deterministic
+        self._keep_choice(attention_type, deterministic)
         self.attn_drop = attn_drop
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, inner * 3, bias=qkv_bias)
@@ -77,27 +107,22 @@ class EfficientAttention(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def attention_weights(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The softmax weights this layer applies to tokens `x`, (B, H, N, N), from the math path whatever
-        `attention_type` runs the forward (fused kernels never materialise them)."""
+        """The softmax weights this layer applies to tokens `x`, (B, H, N, N), from the math path whatever kernel
+        runs the forward (fused kernels never materialise them)."""
         q, k, _ = self._qkv(x)
         return attention_weights(q, k, attn_mask, self.scale)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None) -> torch.Tensor:
-        """`attn_mask` is a mask tensor, or `Segments` for packed sequences (each token sees its own segment)."""
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None,
+                attention: AttentionChoice | None = None) -> torch.Tensor:
+        """`attn_mask` is a mask tensor, or `Segments` for packed sequences (each token sees its own segment);
+        `attention` is the kernel choice of the model that calls (see `StandaloneChoice`)."""
         B, N, _ = x.shape
         q, k, v = self._qkv(x)
-        common = dict(
-            backend=self.attention_type,
-            dropout_p=self.attn_drop if self.training else 0.0,
-            scale=self.scale,
-            deterministic=self.deterministic,
-        )
-        if isinstance(attn_mask, Segments):
-            x = varlen_attention(q, k, v, attn_mask, **common)
-        else:
-            x = scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, **common)
+        dropout = self.attn_drop if self.training else 0.0
+        x = self.choice(attention).attend(q, k, v, attn_mask, dropout_p=dropout, scale=self.scale)
         x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)  # (B, H, N, D) -> (B, N, H*D)
         return self.proj_drop(self.proj(x))
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, attention_type={self.attention_type!r}"
+        own = "" if self.attention is None else f", attention={self.attention.backend!r}"
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}{own}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import Segments
+from ..attention import AttentionChoice, Segments
 from .attention import EfficientAttention
 from .drop import DropPath, LayerScale
 from .mlp import MLP_LAYERS, mlp_layer_name
@@ -18,7 +18,8 @@ class TransformerBlock(nn.Module):
 
     Each branch may carry LayerScale (`init_values`) and stochastic depth (`drop_path`). Positional
     arguments keep seed 000's order; layers are names ('gelu', 'layernorm', 'swiglu', ...) or, as in
-    the seed, classes (nn.GELU, nn.LayerNorm).
+    the seed, classes (nn.GELU, nn.LayerNorm). `attention_type` / `deterministic` go to its attention layer, as
+    its own kernel choice when the block runs on its own; a model passes its choice with each call instead.
     """
 
     def __init__(
@@ -32,7 +33,7 @@ class TransformerBlock(nn.Module):
         drop_path: float = 0.0,
         act_layer: object = "gelu",
         norm_layer: object = "layernorm",
-        attention_type: str = "auto",
+        attention_type: str | None = None,
         deterministic: bool = False,
         pre_norm: bool = True,
         *,
@@ -49,35 +50,22 @@ class TransformerBlock(nn.Module):
         self.pre_norm = pre_norm
         self.norm1 = create_norm(norm_layer, dim, norm_eps)
         self.attn = EfficientAttention(
-            dim,
-            num_heads=num_heads,
-            qkv_bias=qkv_bias,
-            qk_norm=qk_norm,
-            attn_drop=attn_drop,
-            proj_drop=drop,
-            attention_type=attention_type,
-            deterministic=deterministic,
-            head_dim=head_dim,
-            proj_bias=proj_bias,
-            norm_layer=norm_layer,
-            norm_eps=norm_eps,
+            dim, num_heads, attn_drop, drop, attention_type, deterministic, qkv_bias=qkv_bias, qk_norm=qk_norm,
+            head_dim=head_dim, proj_bias=proj_bias, norm_layer=norm_layer, norm_eps=norm_eps,
         )
         self.ls1 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = create_norm(norm_layer, dim, norm_eps)
         self.mlp = MLP_LAYERS[mlp_layer_name(mlp_layer)](
-            dim,
-            hidden_features=mlp_hidden_dim or int(dim * mlp_ratio),
-            act_layer=act_layer,
-            bias=mlp_bias,
-            drop=drop,
+            dim, mlp_hidden_dim or int(dim * mlp_ratio), act_layer=act_layer, bias=mlp_bias, drop=drop
         )
         self.ls2 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None,
+                attention: AttentionChoice | None = None) -> torch.Tensor:
         if self.pre_norm:
-            x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask)))
+            x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask, attention)))
             return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-        x = self.norm1(x + self.drop_path1(self.ls1(self.attn(x, attn_mask))))
+        x = self.norm1(x + self.drop_path1(self.ls1(self.attn(x, attn_mask, attention))))
         return self.norm2(x + self.drop_path2(self.ls2(self.mlp(x))))

@@ -8,81 +8,79 @@ from torch import nn
 from .activations import create_activation
 
 
-class Mlp(nn.Module):
-    """fc1 -> activation -> dropout -> fc2 -> dropout."""
+class _FeedForward(nn.Module):
+    """What every MLP here shares: its input projection(s) to the hidden width (the subclass's `_project_in`), an
+    activation, dropout, `fc2` back to `out_features` (default: `in_features`), dropout again."""
+
+    default_act = "gelu"
+    fc2_share = 1  # fc2 reads hidden_features // fc2_share: 2 where one fc1 packs gate and value
 
     def __init__(
         self,
         in_features: int,
         hidden_features: int | None = None,
         out_features: int | None = None,
-        act_layer: object = "gelu",
+        act_layer: object = None,
         bias: bool = True,
         drop: float = 0.0,
     ) -> None:
         super().__init__()
         hidden_features = hidden_features or in_features
-        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
-        self.act = create_activation(act_layer, inplace=True)  # on fc1's fresh output
+        if hidden_features % self.fc2_share:
+            raise ValueError(f"{type(self).__name__} needs an even hidden_features (gate + value), got "
+                             f"{hidden_features}")
+        self._project_in(in_features, hidden_features, bias)
+        self.act = create_activation(act_layer or self.default_act, inplace=True)  # on a fresh projection
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden_features, out_features or in_features, bias=bias)
+        self.fc2 = nn.Linear(hidden_features // self.fc2_share, out_features or in_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
 
+    def _project_in(self, in_features: int, hidden_features: int, bias: bool) -> None:
+        raise NotImplementedError
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in_features) -> activated (..., hidden_features // fc2_share)."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+        return self.drop2(self.fc2(self.drop1(self.hidden(x))))
 
 
-class SwiGLU(nn.Module):
-    """act(fc1_g x) * fc1_x x -> fc2, with separate gate and value projections (timm `SwiGLU`)."""
+class Mlp(_FeedForward):
+    """fc1 -> activation (GELU by default) -> dropout -> fc2 -> dropout."""
 
-    def __init__(
-        self,
-        in_features: int,
-        hidden_features: int | None = None,
-        out_features: int | None = None,
-        act_layer: object = "silu",
-        bias: bool = True,
-        drop: float = 0.0,
-    ) -> None:
-        super().__init__()
-        hidden_features = hidden_features or in_features
+    def _project_in(self, in_features: int, hidden_features: int, bias: bool) -> None:
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc1(x))
+
+
+class SwiGLU(_FeedForward):
+    """act(fc1_g x) * fc1_x x -> fc2, with separate gate and value projections (timm `SwiGLU`); SiLU by default."""
+
+    default_act = "silu"
+
+    def _project_in(self, in_features: int, hidden_features: int, bias: bool) -> None:
         self.fc1_g = nn.Linear(in_features, hidden_features, bias=bias)
         self.fc1_x = nn.Linear(in_features, hidden_features, bias=bias)
-        self.act = create_activation(act_layer, inplace=True)  # on fc1_g's fresh output
-        self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden_features, out_features or in_features, bias=bias)
-        self.drop2 = nn.Dropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.fc1_g(x)) * self.fc1_x(x)
-        return self.drop2(self.fc2(self.drop1(x)))
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc1_g(x)) * self.fc1_x(x)
 
 
-class SwiGLUPacked(nn.Module):
+class SwiGLUPacked(_FeedForward):
     """SwiGLU with gate and value packed in one fc1 of width `hidden_features` (DINOv2, timm `SwiGLUPacked`)."""
 
-    def __init__(
-        self,
-        in_features: int,
-        hidden_features: int | None = None,
-        out_features: int | None = None,
-        act_layer: object = "silu",
-        bias: bool = True,
-        drop: float = 0.0,
-    ) -> None:
-        super().__init__()
-        hidden_features = hidden_features or in_features
-        if hidden_features % 2:
-            raise ValueError(f"SwiGLUPacked needs an even hidden_features (gate + value), got {hidden_features}")
-        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
-        self.act = create_activation(act_layer, inplace=True)  # on fc1's fresh output
-        self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden_features // 2, out_features or in_features, bias=bias)
-        self.drop2 = nn.Dropout(drop)
+    default_act = "silu"
+    fc2_share = 2
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _project_in(self, in_features: int, hidden_features: int, bias: bool) -> None:
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
         gate, value = self.fc1(x).chunk(2, dim=-1)  # (..., hidden) -> 2 x (..., hidden / 2)
-        return self.drop2(self.fc2(self.drop1(self.act(gate) * value)))
+        return self.act(gate) * value
 
 
 MLP_LAYERS: dict[str, type[nn.Module]] = {"mlp": Mlp, "swiglu": SwiGLU, "swiglu_packed": SwiGLUPacked}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import Segments, attention_weights, canonical_name, scaled_dot_product_attention, varlen_attention
+from ..attention import AttentionChoice, Segments, attention_weights
+from .attention import StandaloneChoice
 from .mlp import Mlp
 from .norm import create_norm
 
-POOL_TYPES = ("", "token", "avg", "max", "avgmax", "map")
+POOL_TYPES = ("", "token", "avg", "max", "avgmax", "map")  # a model's `global_pool` ('': its head takes tokens)
+# What a feature row can be pooled by: the same, with 'none' (every token) for ''.
+FEATURE_POOLS = ("token", "avg", "max", "avgmax", "map", "none")
 
 
 def pool_tokens(x: torch.Tensor, pool_type: str, num_prefix_tokens: int) -> torch.Tensor:
@@ -42,10 +45,11 @@ def pool_segments(patches: torch.Tensor, image: torch.Tensor, num_images: int, p
     return most if pool_type == "max" else 0.5 * (most + mean)
 
 
-class AttentionPoolLatent(nn.Module):
+class AttentionPoolLatent(StandaloneChoice, nn.Module):
     """Multihead attention pooling (MAP): a learned latent query attends over the tokens, then an MLP.
 
-    SigLIP's head; names follow timm (latent, q, kv, proj, norm, mlp.fc1/fc2).
+    SigLIP's head; names follow timm (latent, q, kv, proj, norm, mlp.fc1/fc2). Its kernel is the caller's choice
+    (`attention`), or its own `attention_type` when used on its own (`StandaloneChoice`).
     """
 
     def __init__(
@@ -58,7 +62,7 @@ class AttentionPoolLatent(nn.Module):
         act_layer: str = "gelu",
         norm_layer: str = "layernorm",
         norm_eps: float = 1e-5,
-        attention_type: str = "auto",
+        attention_type: str | None = None,
         drop: float = 0.0,
         deterministic: bool = False,
         mlp_hidden_dim: int | None = None,
@@ -69,8 +73,7 @@ class AttentionPoolLatent(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.latent_len = latent_len
-        self.attention_type = canonical_name(attention_type)
-        self.deterministic = deterministic
+        self._keep_choice(attention_type, deterministic)
         self.latent = nn.Parameter(torch.zeros(1, latent_len, dim))
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
@@ -93,15 +96,16 @@ class AttentionPoolLatent(nn.Module):
         q, k, _ = self._qkv(x)
         return attention_weights(q, k, attn_mask)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                attention: AttentionChoice | None = None) -> torch.Tensor:
         B, _, C = x.shape
         q, k, v = self._qkv(x)
-        x = scaled_dot_product_attention(q, k, v, backend=self.attention_type, attn_mask=attn_mask,
-                                         deterministic=self.deterministic)
+        x = self.choice(attention).attend(q, k, v, attn_mask)
         x = x.transpose(1, 2).reshape(B, self.latent_len, C)  # (B, H, L, D) -> (B, L, C)
         return self._finish(x)
 
-    def forward_segments(self, x: torch.Tensor, kv_ids: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    def forward_segments(self, x: torch.Tensor, kv_ids: torch.Tensor, order: torch.Tensor,
+                         attention: AttentionChoice | None = None) -> torch.Tensor:
         """Packed tokens (S, T, C) -> one pooled vector per segment (I, C) (or (I, L, C)), segment id order.
 
         `kv_ids` (S, T) gives each slot's segment (-1: not pooled, e.g. prefix tokens and padding);
@@ -116,7 +120,7 @@ class AttentionPoolLatent(nn.Module):
         kv = self.kv(x).reshape(1, S * T, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)  # each (1, H, S*T, D)
         segments = Segments(order.repeat_interleave(self.latent_len)[None], kv_ids.reshape(1, S * T))
-        x = varlen_attention(q, k, v, segments, backend=self.attention_type, deterministic=self.deterministic)
+        x = self.choice(attention).attend(q, k, v, segments)
         x = x.transpose(1, 2).reshape(num, self.latent_len, C)  # (1, H, I*L, D) -> (I, L, C), `order` order
         x = x[torch.argsort(order)]  # -> segment id order
         return self._finish(x)

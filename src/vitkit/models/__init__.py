@@ -1,7 +1,15 @@
 """Models, their configs, and the registry of named configurations."""
 
-from .config import INTERPOLATIONS, ViTConfig, config_from_dict, parse_overrides, simple_vit_config
-from .registry import ModelInfo, build_model, create_model, get_config, list_models, model_info
+from .config import (
+    INTERPOLATIONS,
+    ViTConfig,
+    config_from_dict,
+    parse_overrides,
+    saved_attention,
+    simple_vit_backend,
+    simple_vit_config,
+)
+from .registry import ModelInfo, attention_argument, build_model, create_model, get_config, list_models, model_info
 from .simple_vit import SimpleViT
 from .vision_transformer import VisionTransformer
 
@@ -11,6 +19,7 @@ __all__ = [
     "SimpleViT",
     "ViTConfig",
     "VisionTransformer",
+    "attention_argument",
     "build_model",
     "config_from_dict",
     "create_model",
@@ -18,5 +27,7 @@ __all__ = [
     "list_models",
     "model_info",
     "parse_overrides",
+    "saved_attention",
+    "simple_vit_backend",
     "simple_vit_config",
 ]

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from ..attention import canonical_name
 from ..layers import POOL_TYPES, activation_name, mlp_layer_name, norm_name, to_2tuple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,6 +21,9 @@ PATCH_EMBEDS = ("conv", "norm_linear_norm")
 INTERPOLATIONS = ("bicubic", "bilinear")
 # config.json keys that are not fields: which family reads it, and where trained weights came from.
 METADATA = ("family", "training")
+# Keys that config.json files written before vitkit 0.3 carry for the attention kernel (and the 'simple_vit'
+# family's 'use_flash'): run-time state, read by the loader as a preference (`saved_attention`), never fields.
+RUNTIME_KEYS = ("attention_type", "deterministic")
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -98,7 +100,7 @@ class _Config:
     def from_dict(cls, data: dict[str, Any]) -> _Config:
         if not isinstance(data, dict):
             raise ValueError(f"a {cls.__name__} is built from a dict of its fields, got {type(data).__name__}")
-        data = {k: v for k, v in data.items() if k not in METADATA}
+        data = {k: v for k, v in data.items() if k not in METADATA and k not in RUNTIME_KEYS}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -111,6 +113,11 @@ class _Config:
 
     def replace(self, **changes: Any) -> _Config:
         unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        runtime = [name for name in unknown if name in RUNTIME_KEYS]
+        if runtime:
+            raise ValueError(f"{', '.join(runtime)} is not part of a model config: the attention kernel is chosen "
+                             "where the model runs; pass attention= to create_model / load_pretrained, or call "
+                             "model.set_attention(name, deterministic=...)")
         if unknown:
             raise ValueError(f"{type(self).__name__} has no argument(s) {', '.join(unknown)}")
         return dataclasses.replace(self, **changes)
@@ -166,8 +173,6 @@ class ViTConfig(_Config):
     norm_eps: float = 1e-5
     act_layer: str = "gelu"
     mlp_layer: str = "mlp"
-    attention_type: str = "auto"
-    deterministic: bool = False
     pre_norm: bool = True
     num_recomputing_layers: int = 0
     global_pool: str = "token"
@@ -244,7 +249,6 @@ class ViTConfig(_Config):
                 f"mlp_layer='swiglu_packed' splits its hidden width in half (gate + value), so the MLP width "
                 f"(mlp_hidden_dim, or int(embed_dim * mlp_ratio)) = {self.mlp_width} must be even; change mlp_ratio"
             )
-        set_(self, "attention_type", canonical_name(self.attention_type))
         if self.global_pool not in POOL_TYPES:
             raise ValueError(f"global_pool must be one of {POOL_TYPES}, got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:
@@ -318,9 +322,7 @@ def simple_vit_config(
     mlp_dim: int,
     channels: int = 3,
     dim_head: int = 64,
-    use_flash: bool = True,
     *,
-    attention_type: str | None = None,
     head_norm: str = "pooled",
     **fields: Any,
 ) -> ViTConfig:
@@ -328,20 +330,17 @@ def simple_vit_config(
     patches, fixed 2D sin-cos positions, no class token, mean pooling, qkv and output projection without bias,
     LayerNorm eps 1e-5, exact GELU, an MLP exactly `mlp_dim` wide, PyTorch's default initialisation.
 
-    `use_flash` runs PyTorch SDPA (True) or the explicit math path; `attention_type` overrides it with any backend.
+    Seed 003's `use_flash` is the kernel, not architecture (`simple_vit_backend`).
     `head_norm='pooled'` normalises the mean (seed 003, vit-pytorch's `simple_flash_attn_vit`); 'tokens' every
     token before it (vit-pytorch's `SimpleViT`, big_vision). `fields`: other ViTConfig fields (check_finite,
     mean, std, dynamic_img_size, drop_path_rate, ...).
     """
-    if not isinstance(use_flash, bool):
-        raise ValueError(f"use_flash must be True or False, got {use_flash!r}")
-    if head_norm not in HEAD_NORMS:
+    if not isinstance(head_norm, str) or head_norm not in HEAD_NORMS:
         raise ValueError(f"head_norm must be 'pooled' (seed 003) or 'tokens' (vit-pytorch SimpleViT), got "
                          f"{head_norm!r}")
     mapped = dict(
         img_size=image_size, patch_size=patch_size, num_classes=num_classes, embed_dim=dim, depth=depth,
         num_heads=heads, mlp_hidden_dim=mlp_dim, in_chans=channels, head_dim=dim_head,
-        attention_type=("sdpa" if use_flash else "math") if attention_type is None else attention_type,
         fc_norm=HEAD_NORMS[head_norm], qkv_bias=False, proj_bias=False, class_token=False, global_pool="avg",
         pos_embed="sincos", patch_embed="norm_linear_norm", norm_layer="layernorm", norm_eps=1e-5, act_layer="gelu",
     )
@@ -354,6 +353,26 @@ def simple_vit_config(
     except ValueError as err:
         named = [f"{ours} is ViTConfig's {theirs}" for theirs, ours in SIMPLE_VIT_NAMES.items() if theirs in str(err)]
         raise ValueError(f"{err} (SimpleViT's {', '.join(named)})" if named else str(err)) from err
+
+
+def simple_vit_backend(use_flash: bool = True, attention_type: str | None = None) -> str:
+    """Seed 003's kernel switch as a backend name: PyTorch SDPA for `use_flash`, else the math path;
+    `attention_type` (any backend name) overrides both."""
+    if not isinstance(use_flash, bool):
+        raise ValueError(f"use_flash must be True or False, got {use_flash!r}")
+    return ("sdpa" if use_flash else "math") if attention_type is None else attention_type
+
+
+def saved_attention(data: dict[str, Any]) -> tuple[str | None, bool]:
+    """The kernel a config.json written before vitkit 0.3 names (None: it names none) and its deterministic flag.
+    The loader takes them as a preference, not a request: they say where the file was made, not where it runs."""
+    backend = data.get("attention_type")
+    if data.get("family") == "simple_vit":
+        backend = simple_vit_backend(data.get("use_flash", True), backend)
+    deterministic = data.get("deterministic", False)
+    if not isinstance(deterministic, bool):
+        raise ValueError(f"config 'deterministic' must be true or false, got {deterministic!r}")
+    return backend, deterministic
 
 
 # The fields of a 'simple_vit' config.json, written by vitkit before SimpleViT became a ViTConfig (first the ones
@@ -369,7 +388,8 @@ def _legacy_simple_vit(data: dict[str, Any]) -> ViTConfig:
     unknown = sorted(set(data) - set(LEGACY_SIMPLE_VIT_FIELDS))
     if unknown:
         raise ValueError(f"simple_vit config has fields vitkit's SimpleViT never had: {', '.join(unknown)}")
-    return simple_vit_config(**{"head_norm": "tokens", **data})
+    kernel = (*RUNTIME_KEYS, "use_flash")
+    return simple_vit_config(**{"head_norm": "tokens", **{k: v for k, v in data.items() if k not in kernel}})
 
 
 # family -> (the fields config.json must state, the reader of its dict).

@@ -20,10 +20,11 @@ if TYPE_CHECKING:
     from .vision_transformer import VisionTransformer
 
 
-def prepare(model: VisionTransformer, batch: PackedBatch, token_drop: TokenDrop | None) -> PackedBatch:
-    """`batch` checked against the model, repacked for its prefix tokens, tokens dropped when training."""
+def check(model: VisionTransformer, batch: PackedBatch, *, prefix: bool = True) -> None:
+    """ValueError when `batch` was packed for another patch size, channel count or (with `prefix`) number of
+    prefix tokens than the model's."""
     if not isinstance(batch, PackedBatch):
-        raise TypeError(f"forward_packed takes a vitkit.PackedBatch (from vitkit.pack_images), got {type(batch)}")
+        raise TypeError(f"packed forwards take a vitkit.PackedBatch (from model.pack), got {type(batch).__name__}")
     patch = tuple(model.patch_embed.patch_size)
     if tuple(batch.patch_size) != patch:
         raise ValueError(
@@ -36,6 +37,17 @@ def prepare(model: VisionTransformer, batch: PackedBatch, token_drop: TokenDrop 
             f"the batch's images have {batch.patches.shape[1] // (patch[0] * patch[1])} channels, "
             f"the model takes {model.patch_embed.in_chans}"
         )
+    if prefix and batch.num_prefix_tokens != model.num_prefix_tokens:
+        raise ValueError(
+            f"the batch was packed for {batch.num_prefix_tokens} prefix tokens, the model has "
+            f"{model.num_prefix_tokens}; pack with model.pack(...) or batch.repack(num_prefix_tokens="
+            f"{model.num_prefix_tokens})"
+        )
+
+
+def prepare(model: VisionTransformer, batch: PackedBatch, token_drop: TokenDrop | None) -> PackedBatch:
+    """`batch` checked against the model, repacked for its prefix tokens, tokens dropped when training."""
+    check(model, batch, prefix=False)
     if batch.num_prefix_tokens != model.num_prefix_tokens:
         batch = batch.repack(num_prefix_tokens=model.num_prefix_tokens)
     rate = model.token_drop if token_drop is None else token_drop
@@ -83,10 +95,10 @@ def embed_packed(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor:
 CHUNK_TOKENS = 2048
 
 
-def forward_packed_features(model: VisionTransformer, batch: PackedBatch, depth: int | None = None,
-                            norm: bool = True) -> torch.Tensor:
-    """A prepared batch -> tokens (S, T, D) after the first `depth` blocks (default: all), final norm applied with
-    `norm`, in the batch's layout (padding slots meaningless)."""
+def forward_features(model: VisionTransformer, batch: PackedBatch, depth: int, norm: bool) -> torch.Tensor:
+    """`VisionTransformer.forward_features` of a packed batch: tokens (S, T, D) after the first `depth` blocks,
+    final norm applied with `norm`, in the batch's layout (padding slots meaningless)."""
+    check(model, batch)
     x = embed_packed(model, batch)  # (S, T, D)
     ids = batch.image_ids  # (S, T)
 
@@ -103,15 +115,21 @@ def forward_packed_features(model: VisionTransformer, batch: PackedBatch, depth:
     return out
 
 
-def pool_packed(model: VisionTransformer, x: torch.Tensor, batch: PackedBatch, pool: str | None = None) -> torch.Tensor:
-    """Packed tokens (S, T, D) -> (I, D), each image pooled over its own tokens by `pool` ('token', 'avg', 'max',
-    'avgmax', 'map'; default: the model's own)."""
-    pool = pool or ("map" if model.attn_pool is not None else model.global_pool)
+def pool_packed(model: VisionTransformer, x: torch.Tensor, batch: PackedBatch,
+                pool: str) -> torch.Tensor | list[torch.Tensor]:
+    """`VisionTransformer.pool` of packed tokens (S, T, D): (I, D), each image pooled over its own tokens by
+    `pool` (resolved by the model), or each image's tokens for 'none'."""
+    if tuple(x.shape[:2]) != (batch.num_sequences, batch.seq_len):
+        raise ValueError(f"packed tokens of shape {tuple(x.shape)} do not follow the batch's layout (S, T) = "
+                         f"{(batch.num_sequences, batch.seq_len)}; pass the batch they were computed from")
+    if pool == "none":
+        return batch.unpack(x)
     flat = x.reshape(-1, x.shape[-1])  # (S*T, D)
     if pool == "map":
         kv_ids = torch.full((flat.shape[0],), -1, dtype=torch.long, device=x.device)
-        kv_ids[batch.patch_slots] = batch.patch_image  # MAP pools patch tokens only, as `pool` does
-        return model.attn_pool.forward_segments(x, kv_ids.view(x.shape[:2]), batch.image_order())
+        kv_ids[batch.patch_slots] = batch.patch_image  # MAP pools patch tokens only, as the dense pool does
+        return model.attn_pool.forward_segments(x, kv_ids.view(x.shape[:2]), batch.image_order(),
+                                                model.attention_choice)
     if pool == "token":
         return flat[batch.sequence * batch.seq_len + batch.offsets]
     return pool_segments(flat[batch.patch_slots], batch.patch_image, batch.num_images, pool)
@@ -131,10 +149,10 @@ def forward_packed(
     `return_tokens` returns (pooled, tokens). Token dropping applies in training mode only.
     """
     batch = prepare(model, batch, token_drop)
-    x = forward_packed_features(model, batch)
-    if model.ignore_head or (model.global_pool == "" and model.attn_pool is None):
+    x = model.forward_features(batch)
+    if model.ignore_head or model.resolve_pool() == "none":
         return batch.unpack(x)
-    out = model.head_drop(model.fc_norm(pool_packed(model, x, batch)))
+    out = model.head_drop(model.fc_norm(model.pool(x, batch=batch)))
     if not pre_logits:
         out = model.head(out)
     return (out, batch.unpack(x)) if return_tokens else out

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, config_from_dict, simple_vit_config
 from .vision_transformer import VisionTransformer
@@ -91,11 +91,28 @@ def build_model(config: ViTConfig | dict[str, Any]) -> VisionTransformer:
     return VisionTransformer(config)
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def attention_argument(attention: str | None, overrides: dict[str, Any]) -> str | None:
+    """`attention=`, or the `attention_type=` override that named it before the kernel left the config (removed
+    from `overrides`; deprecated)."""
+    if "attention_type" in overrides:
+        warnings.warn("attention_type= is deprecated here: the kernel is not a config field; pass attention=",
+                      DeprecationWarning, stacklevel=3)
+        legacy = overrides.pop("attention_type")
+        attention = legacy if attention is None else attention
+    return attention
+
+
+def create_model(name: str, *, attention: str | None = None, deterministic: bool | None = None,
+                 **overrides: Any) -> VisionTransformer:
     """Build a registered model, with any config field overridden, e.g. `num_classes=10`; randomly initialised
-    (`vitkit.create_model(name, pretrained=PATH)` also loads weights)."""
+    (`vitkit.create_model(name, pretrained=PATH)` also loads weights). `attention` / `deterministic` set its kernel
+    choice (`VisionTransformer.set_attention`; default 'auto')."""
+    attention = attention_argument(attention, overrides)
     config = get_config(name)
-    return build_model(config.replace(**overrides) if overrides else config)
+    model = build_model(config.replace(**overrides) if overrides else config)
+    if attention is not None or deterministic is not None:
+        model.set_attention(attention or "auto", deterministic=deterministic)
+    return model
 
 
 def model_info(name: str) -> ModelInfo:
@@ -111,6 +128,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ModelInfo",
+    "attention_argument",
     "build_model",
     "create_model",
     "get_config",

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..attention import Segments, canonical_name
+from ..attention import AttentionChoice, Segments, checkpoint_contexts
 from ..layers import (
-    ATTENTION_LAYERS,
+    FEATURE_POOLS,
     AttentionPoolLatent,
     LayerScale,
     NormLinearPatchEmbed,
@@ -40,8 +40,9 @@ SEED_POSITIONAL = (
 )
 
 
-def _resolve_config(args: tuple, kwargs: dict) -> tuple[ViTConfig, Callable[..., nn.Module]]:
-    """(config, embed_layer) from a ViTConfig / config dict / seed-style positional arguments + keywords."""
+def _resolve_config(args: tuple, kwargs: dict) -> tuple[ViTConfig, Callable[..., nn.Module], AttentionChoice]:
+    """(config, embed_layer, kernel choice) from a ViTConfig / config dict / seed-style positional arguments +
+    keywords. Seed 000's `attention_type` and `deterministic` are the kernel choice, not config fields."""
     base = ViTConfig()
     if args and isinstance(args[0], ViTConfig | dict):
         base = args[0] if isinstance(args[0], ViTConfig) else ViTConfig.from_dict(args[0])
@@ -52,6 +53,7 @@ def _resolve_config(args: tuple, kwargs: dict) -> tuple[ViTConfig, Callable[...,
         if name in kwargs:
             raise TypeError(f"VisionTransformer got {name!r} both positionally and by keyword")
         kwargs[name] = value
+    choice = AttentionChoice(kwargs.pop("attention_type", None) or "auto", kwargs.pop("deterministic", False))
     embed_layer = kwargs.pop("embed_layer", None)
     cfg = base.replace(**kwargs) if kwargs else base
     if embed_layer is None:
@@ -60,7 +62,7 @@ def _resolve_config(args: tuple, kwargs: dict) -> tuple[ViTConfig, Callable[...,
             if cfg.patch_embed == "norm_linear_norm"
             else PatchEmbed
         )
-    return cfg, embed_layer
+    return cfg, embed_layer, choice
 
 
 class VisionTransformer(nn.Module):
@@ -68,8 +70,10 @@ class VisionTransformer(nn.Module):
 
     `VisionTransformer(embed_dim=384, depth=12, num_heads=6, attention_type="sdpa")`,
     `VisionTransformer(ViTConfig(...))` and seed 000's positional form are the same model;
-    `model.config` rebuilds it. The defaults are seed 000's (LayerNorm eps 1e-5, exact GELU), so the seed's
-    arguments give the seed's model; `create_model(name)` gives the settings of the library a name comes from.
+    `model.config` rebuilds it. The attention kernel is not part of the config: `attention_type` /
+    `deterministic` (seed 000's arguments) set the model's `attention_choice`, as `set_attention` does.
+    The defaults are seed 000's (LayerNorm eps 1e-5, exact GELU), so the seed's arguments give the seed's
+    model; `create_model(name)` gives the settings of the library a name comes from.
     `norm_layer` / `act_layer` take names or the seed's objects (`nn.LayerNorm`, `partial(nn.LayerNorm, eps=1e-6)`,
     `nn.GELU`), stored in the config as names. `embed_layer` (not part of the config) must take PatchEmbed's
     arguments and, like it, return a (B, h, w, D) grid from `forward(x, flatten=False)`.
@@ -77,8 +81,9 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__()
-        cfg, embed_layer = _resolve_config(args, dict(kwargs))
+        cfg, embed_layer, choice = _resolve_config(args, dict(kwargs))
         self.config = cfg
+        self.attention_choice = choice  # the one home of the kernel choice; layers receive it per call
         self.num_classes = cfg.num_classes
         self.global_pool = cfg.global_pool
         self.embed_dim = self.num_features = cfg.embed_dim
@@ -125,40 +130,19 @@ class VisionTransformer(nn.Module):
         drop_path = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.Sequential(*[
             TransformerBlock(
-                dim=cfg.embed_dim,
-                num_heads=cfg.num_heads,
-                head_dim=cfg.head_dim,
-                mlp_hidden_dim=cfg.mlp_width,
-                qkv_bias=cfg.qkv_bias,
-                qk_norm=cfg.qk_norm,
-                proj_bias=cfg.proj_bias,
-                drop=cfg.drop_rate if cfg.proj_drop_rate is None else cfg.proj_drop_rate,
-                attn_drop=cfg.attn_drop_rate,
-                drop_path=drop_path[i],
-                init_values=cfg.init_values,
-                act_layer=cfg.act_layer,
-                norm_layer=cfg.norm_layer,
-                norm_eps=cfg.norm_eps,
-                mlp_layer=cfg.mlp_layer,
-                attention_type=cfg.attention_type,
-                deterministic=cfg.deterministic,
-                pre_norm=cfg.pre_norm,
+                cfg.embed_dim, cfg.num_heads, qkv_bias=cfg.qkv_bias, attn_drop=cfg.attn_drop_rate,
+                drop=cfg.drop_rate if cfg.proj_drop_rate is None else cfg.proj_drop_rate, drop_path=drop_path[i],
+                act_layer=cfg.act_layer, norm_layer=cfg.norm_layer, pre_norm=cfg.pre_norm, qk_norm=cfg.qk_norm,
+                proj_bias=cfg.proj_bias, init_values=cfg.init_values, norm_eps=cfg.norm_eps, mlp_layer=cfg.mlp_layer,
+                head_dim=cfg.head_dim, mlp_hidden_dim=cfg.mlp_width,
             )
             for i in range(cfg.num_blocks)
         ])
         final_norm = cfg.final_norm and not cfg.use_fc_norm
         self.norm = create_norm(cfg.norm_layer, cfg.embed_dim, cfg.norm_eps) if final_norm else nn.Identity()
         self.attn_pool = (
-            AttentionPoolLatent(
-                cfg.embed_dim,
-                num_heads=cfg.num_heads,
-                mlp_hidden_dim=cfg.mlp_width,
-                act_layer=cfg.act_layer,
-                norm_layer=cfg.norm_layer,
-                norm_eps=cfg.norm_eps,
-                attention_type=cfg.attention_type,
-                deterministic=cfg.deterministic,
-            )
+            AttentionPoolLatent(cfg.embed_dim, cfg.num_heads, mlp_hidden_dim=cfg.mlp_width, act_layer=cfg.act_layer,
+                                norm_layer=cfg.norm_layer, norm_eps=cfg.norm_eps)
             if cfg.global_pool == "map"
             else None
         )
@@ -243,11 +227,13 @@ class VisionTransformer(nn.Module):
         return self.norm_pre(self.pos_drop(x))
 
     def _block(self, index: int, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None) -> torch.Tensor:
-        """Run block `index`, recomputing it in backward when it is among the first N to recompute."""
+        """Run block `index` on the model's kernel choice, recomputing it in backward when it is among the first N
+        to recompute (under the same `attention.use` scope as its forward)."""
         block = self.blocks[index]
         if index < self.num_recomputing_layers and torch.is_grad_enabled():
-            return checkpoint(block, x, attn_mask, use_reentrant=False)
-        return block(x, attn_mask)
+            return checkpoint(block, x, attn_mask, self.attention_choice, use_reentrant=False,
+                              context_fn=checkpoint_contexts)
+        return block(x, attn_mask, self.attention_choice)
 
     def forward_blocks(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None,
                        depth: int | None = None) -> torch.Tensor:
@@ -257,15 +243,59 @@ class VisionTransformer(nn.Module):
             x = self._block(i, x, attn_mask)
         return x
 
-    def forward_features(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) -> normalised tokens (B, T, D)."""
-        return self.norm(self.forward_blocks(self.embed(x), attn_mask))
+    def forward_features(self, x: torch.Tensor | PackedBatch, attn_mask: torch.Tensor | None = None, *,
+                         layer: int | None = None, norm: bool = True) -> torch.Tensor:
+        """Images (B, C, H, W) -> tokens (B, T, D). A `PackedBatch` (from `model.pack`) -> tokens (S, T, D) in the
+        batch's layout: pool them with `pool(tokens, batch=batch)` or split them with `batch.unpack`.
 
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, T, D) -> (B, D) by `global_pool`; '' keeps the tokens."""
-        if self.attn_pool is not None:
-            return self.attn_pool(x[:, self.num_prefix_tokens:])
-        return pool_tokens(x, self.global_pool, self.num_prefix_tokens)
+        `layer` is the block whose output to take: None or -1 the last, -2 the one before (DeepSeek-VL2's
+        `select_layer`), 0..depth-1 counted from the first. `norm` applies the final norm.
+        """
+        depth = self.blocks_to_run(layer)
+        if isinstance(x, PackedBatch):
+            if attn_mask is not None:
+                raise ValueError("a PackedBatch takes its attention mask from its segments; leave attn_mask=None")
+            return packed_forward.forward_features(self, x, depth, norm)
+        x = self.forward_blocks(self.embed(x), attn_mask, depth)
+        return self.norm(x) if norm else x
+
+    def blocks_to_run(self, layer: int | None) -> int:
+        """How many blocks give the output of block `layer` (None: all); ValueError naming the range."""
+        n = len(self.blocks)
+        if layer is None:
+            return n
+        if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
+            raise ValueError(f"layer {layer!r} is out of range for a model of {n} blocks; use -{n}..{n - 1} "
+                             "(-1 = the last block)")
+        return layer % n + 1
+
+    def resolve_pool(self, pool: str | None = None) -> str:
+        """The pooling `pool` names, checked against this model: one of `FEATURE_POOLS` ('none' keeps every token;
+        '' is the same). None is the model's own head's: 'map' with a MAP head, else `global_pool`."""
+        if pool is None:
+            pool = "map" if self.attn_pool is not None else self.global_pool
+        pool = pool or "none"
+        if pool not in FEATURE_POOLS:
+            raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(FEATURE_POOLS)}")
+        if pool == "token" and self.cls_token is None:
+            raise ValueError("pool 'token' needs a class token, which this model has not; use pool 'avg'")
+        if pool == "map" and self.attn_pool is None:
+            raise ValueError("pool 'map' needs an attention-pool (MAP) head, which this model has not; use pool 'avg'")
+        return pool
+
+    def pool(self, tokens: torch.Tensor, pool: str | None = None,
+             batch: PackedBatch | None = None) -> torch.Tensor | list[torch.Tensor]:
+        """Tokens -> one row per image by `pool` (see `resolve_pool`; default: the model's own). Tokens (B, T, D)
+        -> (B, D); packed tokens (S, T, D) with their `batch` -> (I, D) in image order, each image pooled over its
+        own tokens. 'none' keeps the tokens: (B, T, D), or each image's (T_i, D) for packed ones."""
+        pool = self.resolve_pool(pool)
+        if batch is not None:
+            return packed_forward.pool_packed(self, tokens, batch, pool)
+        if pool == "none":
+            return tokens
+        if pool == "map":
+            return self.attn_pool(tokens[:, self.num_prefix_tokens:], attention=self.attention_choice)
+        return pool_tokens(tokens, pool, self.num_prefix_tokens)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.fc_norm(self.pool(x)))
@@ -383,21 +413,20 @@ class VisionTransformer(nn.Module):
         self.num_recomputing_layers = min(n, len(self.blocks))
         self.config = self.config.replace(num_recomputing_layers=n)
 
-    def set_attention(self, backend: str, *, deterministic: bool | None = None) -> None:
-        """Run every attention layer (blocks and MAP pool) on `backend` from now on, and with `deterministic`
-        kernels when it is given. The kernel is a run-time choice: `config` keeps the backend the model was built
-        with, which is what `save_pretrained` writes. For a scope only, use `vitkit.attention.use(backend)`."""
-        name = canonical_name(backend)
-        for module in self.modules():
-            if isinstance(module, ATTENTION_LAYERS):
-                module.attention_type = name
-                if deterministic is not None:
-                    module.deterministic = deterministic
+    def set_attention(self, backend: str, *, deterministic: bool | None = None, fallback: bool = False) -> None:
+        """Run every attention layer (blocks and MAP pool) on `backend` from now on ('auto' picks per call), with
+        `deterministic` kernels when it is given (else as before). A backend that cannot run a call raises
+        `BackendUnavailableError`, unless `fallback` makes the name only a preference (`auto` then runs it, with
+        one logged line). The kernel is run-time state: `save_pretrained` does not write it. For a scope only,
+        use `vitkit.attention.use(backend)`, which overrides this choice."""
+        if deterministic is None:
+            deterministic = self.attention_choice.deterministic
+        self.attention_choice = AttentionChoice(backend, deterministic, fallback)
 
     @property
     def attention_backend(self) -> str:
-        """The backend the attention layers run (`set_attention` changes it; 'auto' picks per call)."""
-        return self.blocks[0].attn.attention_type
+        """The backend the model asks for (`set_attention` changes it; 'auto' picks per call)."""
+        return self.attention_choice.backend
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that should not be weight-decayed: position table and learned tokens."""

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..checkpoints import read_state_dict
-from ..checkpoints.pretrained import (
-    WEIGHTS_NAME,
-    fit_pos_embed,
-    load_state_dict_checked,
-    read_config,
-    upgrade_vitkit_weights,
-)
-from ..models import VisionTransformer, ViTConfig, build_model, config_from_dict, get_config, parse_overrides
+from ..checkpoints import load_checkpoint, load_config
+from ..models import VisionTransformer, ViTConfig, build_model, get_config, parse_overrides
 from .optim import freeze
 from .options import TrainOptions
 
 
 def run_config(options: TrainOptions) -> ViTConfig:
     """The model config of a run: the registered or pretrained one, with the run's overrides."""
-    if options.pretrained is not None:
-        config = config_from_dict(read_config(Path(options.pretrained)))
-    else:
-        config = get_config(options.model)
-    changes: dict = {"deterministic": options.deterministic}
-    if options.attention != "auto":
-        changes["attention_type"] = options.attention
+    config = load_config(options.pretrained) if options.pretrained is not None else get_config(options.model)
+    changes: dict = {}
     if options.img_size is not None:
         changes["img_size"] = options.img_size
     if options.packing:
@@ -40,27 +26,17 @@ def run_config(options: TrainOptions) -> ViTConfig:
 
 
 def build_for_run(options: TrainOptions, config: ViTConfig, num_classes: int) -> VisionTransformer:
-    """A model with `num_classes` outputs; with --pretrained its weights are loaded except a head of another size."""
+    """A model with `num_classes` outputs, in training mode, on the run's attention kernel; with --pretrained its
+    weights are loaded (the position table resampled to the run's grid), except a head of another size."""
     model = build_model(config.replace(num_classes=num_classes))
     if options.pretrained is not None:
-        _load_backbone(model, Path(options.pretrained))
+        other_head = load_config(options.pretrained).num_classes != num_classes
+        loaded = load_checkpoint(options.pretrained, model=model, strict=False, skip="head" if other_head else ())
+        if loaded.report.missing:  # keys it has that the model lacks (another pooling, say) are left out
+            raise ValueError(f"--pretrained {options.pretrained}: weights missing for "
+                             f"{', '.join(loaded.report.missing[:8])}")
+    model.set_attention(options.attention, deterministic=options.deterministic)
     if options.grad_checkpointing:
         model.set_grad_checkpointing(options.grad_checkpointing)
     freeze(model, list(options.freeze), linear_probe=options.linear_probe)
-    return model
-
-
-def _load_backbone(model: VisionTransformer, directory: Path) -> None:
-    """Pretrained weights into `model`: a head of another size stays fresh, the position table is resampled from
-    the checkpoint's grid (its config.json says which) to the model's."""
-    stated = read_config(directory)
-    state = upgrade_vitkit_weights(stated, read_state_dict(directory / WEIGHTS_NAME))
-    own = model.state_dict()
-    head = {k for k in state if k.startswith("head.") and (k not in own or own[k].shape != state[k].shape)}
-    for key in head:
-        del state[key]
-    fit_pos_embed(state, model, config_from_dict(stated).grid_size)
-    load_state_dict_checked(model, state, str(directory), strict=False)
-    missing = set(own) - set(state) - {k for k in own if k.startswith("head.")}
-    if missing:
-        raise ValueError(f"--pretrained {directory}: weights missing for {', '.join(sorted(missing)[:8])}")
+    return model.train()
