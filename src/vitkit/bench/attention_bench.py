@@ -16,7 +16,7 @@ import torch
 
 from ..attention import BACKENDS, BackendUnavailableError, Request, scaled_dot_product_attention
 from ..attention.capability import cuda_capability
-from ..train.precision import precision_dtype
+from ..runtime import precision_dtype
 from .machine import machine_info
 from .measure import resolve_device, summarize, tensor_memory, time_steps, torch_threads
 from .runner import Progress, resolve_attention

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..train.precision import precision_dtype
+from ..runtime import precision_dtype
 from .machine import machine_info
 from .measure import resolve_device, summarize, torch_threads
 from .runner import Progress, bench_config, resolve_attention, run_worker

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import build_model
-from ..train.precision import autocast, precision_dtype
+from ..runtime import autocast, precision_dtype
 from .machine import machine_info
 from .measure import resolve_device, summarize, tensor_memory, time_steps, torch_threads
 from .runner import Progress, bench_config

@@ -24,7 +24,7 @@ import torch
 from ..attention import BACKENDS, canonical_name
 from ..models import get_config
 from ..models.config import ViTConfig
-from ..train.precision import precision_dtype
+from ..runtime import precision_dtype
 from .candidates import PEERS, Unsupported, vitkit_attention
 from .flops import analytic_flops
 from .machine import machine_info

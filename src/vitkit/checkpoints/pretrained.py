@@ -16,8 +16,9 @@ from torch import nn
 from .. import models
 from ..layers import EfficientAttention
 from ..models import VisionTransformer, ViTConfig, build_model, config_from_dict
+from ..runtime import write_text
 from .convert import Conversion, convert_state_dict
-from .io import save_state_dict, write_text
+from .io import save_state_dict
 from .keymap import rename
 from .sources import read_source
 

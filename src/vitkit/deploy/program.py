@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import atomic_path
+from ..runtime import atomic_path
 from .onnx import ExportResult
 from .parity import (
     DEFAULT_ATOL,
