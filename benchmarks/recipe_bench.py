@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from vitkit.checkpoints import atomic_path
 from vitkit.data import write_digits_folder
 from vitkit.data.transforms import resize
+from vitkit.runtime import atomic_path
 from vitkit.train import TrainOptions, train
 
 MODEL = "vit_tiny_patch16_224"

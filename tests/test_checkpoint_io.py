@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import vitkit
-from vitkit.checkpoints import atomic_path, read_state_dict
+from vitkit.checkpoints import read_state_dict
+from vitkit.runtime import atomic_path
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ not for the fused kernels.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,18 +15,18 @@ import torch
 
 from ..attention import BACKENDS, BackendUnavailableError, Request, scaled_dot_product_attention
 from ..attention.capability import cuda_capability
-from ..train.precision import precision_dtype
+from ..runtime import precision_dtype
 from .machine import machine_info
 from .measure import resolve_device, summarize, tensor_memory, time_steps, torch_threads
 from .runner import Progress, resolve_attention
-from .spec import check_ints
+from .settings import BenchSettings, check_ints
 
 DEFAULT_BACKENDS = ("math", "sdpa", "flash", "xformers", "flex")
 PASSES = ("fwd", "fwd+bwd")
 
 
 @dataclass(frozen=True)
-class AttentionBenchSettings:
+class AttentionBenchSettings(BenchSettings):
     """What `vitkit bench attention` measures; validated on creation (ValueError naming the argument)."""
 
     tokens: tuple[int, ...] = (197, 577, 1025, 4097)
@@ -35,20 +34,14 @@ class AttentionBenchSettings:
     head_dim: int = 64
     batch_size: int = 1
     backends: tuple[str, ...] = DEFAULT_BACKENDS
-    precision: str = "fp32"
-    steps: int = 10
-    warmup: int = 2
-    device: str = "auto"
-    seed: int = 0
-    threads: int | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.tokens or any(not isinstance(n, int) or n < 1 for n in self.tokens):
             raise ValueError(f"tokens must be positive integers, got {list(self.tokens)!r}")
-        check_ints(self, {"heads": 1, "head_dim": 1, "batch_size": 1, "steps": 1, "warmup": 0, "threads": 1})
+        check_ints(self, {"heads": 1, "head_dim": 1, "batch_size": 1})
         if "auto" in self.backends:
             raise ValueError("backends takes kernel names ('all' for every one); 'auto' is not a kernel")
-        precision_dtype(self.precision)
         object.__setattr__(self, "backends", resolve_attention(self.backends))
 
 
@@ -128,6 +121,5 @@ def run_attention_bench(settings: AttentionBenchSettings, progress: Progress | N
         for backend in settings.backends:
             say(f"{backend}: {', '.join(map(str, settings.tokens))} tokens")
             rows += [_measure(settings, backend, n, pass_, device) for n in settings.tokens for pass_ in PASSES]
-    return {"benchmark": "attention", "settings": {**dataclasses.asdict(settings), "device": str(device)},
-            "machine": machine, "rows": rows}
+    return {"benchmark": "attention", "settings": settings.record(device), "machine": machine, "rows": rows}
 

@@ -8,36 +8,31 @@ to after frees, which hides most of what recomputation saves.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..train.precision import precision_dtype
 from .machine import machine_info
 from .measure import resolve_device, summarize, torch_threads
 from .runner import Progress, bench_config, resolve_attention, run_worker
-from .spec import CandidateSpec, check_ints
+from .settings import BenchSettings, check_ints
+from .spec import CandidateSpec
 
 
 @dataclass(frozen=True)
-class MemoryBenchSettings:
+class MemoryBenchSettings(BenchSettings):
     """What `vitkit bench memory` measures; `levels` None means every N from 0 to the model's depth."""
 
+    steps: int = 3
+    warmup: int = 1
     model: str = "vit_base_patch16_224"
     batch_size: int = 32
     img_size: int | None = None
-    precision: str = "fp32"
     attention: str = "auto"
     levels: tuple[int, ...] | None = None
-    steps: int = 3
-    warmup: int = 1
-    device: str = "auto"
-    seed: int = 0
-    threads: int | None = None
 
     def __post_init__(self) -> None:
-        check_ints(self, {"batch_size": 1, "steps": 1, "warmup": 0, "threads": 1})
-        precision_dtype(self.precision)
+        super().__post_init__()
+        check_ints(self, {"batch_size": 1})
         (attention,) = resolve_attention([self.attention])
         object.__setattr__(self, "attention", attention)
         depth = bench_config(self.model, self.img_size).num_blocks
@@ -79,6 +74,5 @@ def run_memory_bench(settings: MemoryBenchSettings, progress: Progress | None = 
         reference = ran[0]["tensor_mem_mb"]
         row["mem_vs_none"] = row["tensor_mem_mb"] / reference if reference and row["tensor_mem_mb"] else None
         row["time_vs_none"] = row["ms_per_step"] / ran[0]["ms_per_step"]
-    return {"benchmark": "memory", "settings": {**dataclasses.asdict(settings), "device": str(device)},
-            "machine": machine, "rows": rows}
+    return {"benchmark": "memory", "settings": settings.record(device), "machine": machine, "rows": rows}
 

@@ -10,7 +10,6 @@ packed work is split into chunks of about `batch_size` padded images' worth of t
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,20 +19,22 @@ import torch
 import torch.nn.functional as F
 
 from ..models import build_model
-from ..train.precision import autocast, precision_dtype
+from ..runtime import autocast
 from .machine import machine_info
 from .measure import resolve_device, summarize, tensor_memory, time_steps, torch_threads
 from .runner import Progress, bench_config
-from .spec import check_ints
+from .settings import BenchSettings, check_ints
 
 MODES = ("infer", "train")
 
 
 @dataclass(frozen=True)
-class PackingBenchSettings:
+class PackingBenchSettings(BenchSettings):
     """What `vitkit bench packing` measures: `images` random images with sides from `min_side` to `max_side` px
     in steps of `side_step`, packed at each of `max_tokens` (an empty tuple: room for two of the largest)."""
 
+    steps: int = 3
+    warmup: int = 1
     model: str = "vit_small_patch16_224"
     images: int = 24
     min_side: int = 112
@@ -43,17 +44,11 @@ class PackingBenchSettings:
     batch_size: int = 8
     mode: str = "infer"
     attention: str = "auto"
-    precision: str = "fp32"
-    steps: int = 3
-    warmup: int = 1
     rounds: int = 1
-    device: str = "auto"
-    seed: int = 0
-    threads: int | None = None
 
     def __post_init__(self) -> None:
-        check_ints(self, {"images": 1, "min_side": 1, "max_side": 1, "side_step": 1, "batch_size": 1, "steps": 1,
-                          "warmup": 0, "rounds": 1, "threads": 1})
+        super().__post_init__()
+        check_ints(self, {"images": 1, "min_side": 1, "max_side": 1, "side_step": 1, "batch_size": 1, "rounds": 1})
         if self.min_side > self.max_side:
             raise ValueError(f"min_side ({self.min_side}) must be <= max_side ({self.max_side})")
         object.__setattr__(self, "max_tokens", tuple(self.max_tokens))
@@ -61,7 +56,6 @@ class PackingBenchSettings:
             raise ValueError(f"max_tokens must be integers >= 1, got {self.max_tokens!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        precision_dtype(self.precision)
         bench_config(self.model)  # ValueError naming an unknown model
 
 
@@ -200,5 +194,5 @@ def run_packing_bench(settings: PackingBenchSettings, progress: Progress | None 
             row["vs_one"] = _ratio(row["tokens_per_s"], one["tokens_per_s"])
             row["vs_padded"] = _ratio(row["tokens_per_s"], padded["tokens_per_s"])
             row["mem_vs_padded"] = _ratio(row["tensor_mem_mb"], padded["tensor_mem_mb"])
-    return {"benchmark": "packing", "settings": {**dataclasses.asdict(settings), "device": str(device)},
+    return {"benchmark": "packing", "settings": settings.record(device),
             "machine": machine, "rows": rows}

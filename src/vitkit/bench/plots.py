@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..checkpoints.io import atomic_path
+from ..runtime import atomic_path
 from .report import packing_label
 
 

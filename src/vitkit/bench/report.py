@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ..checkpoints.io import write_text
+from ..runtime import write_text
 
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red"}
 _MEMORY_NOTE = ("peak MB: CUDA's peak allocation, or on CPU the process's peak resident set; tensor MB: the most "

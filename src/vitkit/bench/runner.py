@@ -24,12 +24,13 @@ import torch
 from ..attention import BACKENDS, canonical_name
 from ..models import get_config
 from ..models.config import ViTConfig
-from ..train.precision import precision_dtype
+from ..runtime import precision_dtype
 from .candidates import PEERS, Unsupported, vitkit_attention
 from .flops import analytic_flops
 from .machine import machine_info
 from .measure import resolve_device, summarize, torch_threads
-from .spec import MODES, CandidateSpec, check_ints
+from .settings import BenchSettings, check_ints
+from .spec import MODES, CandidateSpec
 
 MODE_CHOICES = {"infer": ("infer",), "train": ("train",), "both": ("infer", "train")}
 Progress = Callable[[str], None]
@@ -63,35 +64,28 @@ def resolve_peers(names: Sequence[str]) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class ModelBenchSettings:
+class ModelBenchSettings(BenchSettings):
     """What `vitkit bench` measures; validated on creation (ValueError naming the argument)."""
 
     model: str = "vit_small_patch16_224"
     mode: str = "infer"
     batch_size: int = 16
     img_size: int | None = None
-    precision: str = "fp32"
     attention: tuple[str, ...] = ("auto",)
     peers: tuple[str, ...] = tuple(PEERS)
     compile: bool = False
     grad_checkpointing: int = 0
-    steps: int = 10
-    warmup: int = 2
     rounds: int = 1
-    device: str = "auto"
-    seed: int = 0
-    threads: int | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mode not in MODE_CHOICES:
             raise ValueError(f"mode must be one of {', '.join(MODE_CHOICES)}, got {self.mode!r}")
-        check_ints(self, {"batch_size": 1, "steps": 1, "warmup": 0, "rounds": 1, "grad_checkpointing": 0,
-                          "threads": 1})
+        check_ints(self, {"batch_size": 1, "rounds": 1, "grad_checkpointing": 0})
         if self.img_size is not None and (not isinstance(self.img_size, int) or self.img_size < 1):
             raise ValueError(f"img_size must be a positive integer, got {self.img_size!r}")
         if self.compile and self.warmup < 1:
             raise ValueError("compile needs warmup >= 1: the first step compiles and must not be timed")
-        precision_dtype(self.precision)
         object.__setattr__(self, "attention", resolve_attention(self.attention))
         object.__setattr__(self, "peers", resolve_peers(self.peers))
         depth = self.config.depth
@@ -288,5 +282,5 @@ def run_model_bench(settings: ModelBenchSettings, progress: Progress | None = No
     order = [name for name, _ in jobs]
     rows.sort(key=lambda row: (MODES.index(row.mode), order.index(row.candidate)))
     baselines = _ratios(rows, settings.modes, settings.peers)
-    settings_dict = {**dataclasses.asdict(settings), "device": str(device), "modes": list(settings.modes)}
+    settings_dict = {**settings.record(device), "modes": list(settings.modes)}
     return ModelBenchReport(settings_dict, machine, rows, baselines)

@@ -9,17 +9,6 @@ from typing import Any
 MODES = ("infer", "train")
 
 
-def check_ints(owner: object, limits: dict[str, int]) -> None:
-    """ValueError naming the first attribute of `owner` that is not an integer >= its limit (None allowed
-    for 'threads', meaning torch's default)."""
-    for name, low in limits.items():
-        value = getattr(owner, name)
-        if name == "threads" and value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class CandidateSpec:
     """Everything one worker needs: which candidate, which model config, and how to time it."""

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..attention import BackendUnavailableError
 from ..models import ViTConfig, config_from_dict
-from ..train.precision import autocast, precision_dtype
+from ..runtime import autocast, precision_dtype
 from .candidates import PEERS, Built, Unsupported, build_vitkit, image_shape, vitkit_attention
 from .ceiling import measure_ceiling
 from .flops import block_gemms, counted_flops, flop_counter

@@ -1,8 +1,9 @@
 """Checkpoints: safe file I/O, vitkit's own directory format, and converters for every major ViT family."""
 
+from ..runtime import atomic_path  # re-exported: a public name of this package before runtime existed
 from .convert import Conversion, convert_state_dict
 from .detect import FORMATS, detect_format
-from .io import atomic_path, read_state_dict, save_state_dict
+from .io import read_state_dict, save_state_dict
 from .model_dir import check_model_dir, load_model_dir
 from .pretrained import (
     KeyReport,

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from ..models import ViTConfig
+from ..runtime import write_text
 from .hf_common import VITKIT_TO_HF_ACT
 from .infer import mlp_ratio_for
-from .io import save_state_dict, write_text
+from .io import save_state_dict
 from .keymap import StateDict, block_count, split_qkv
 from .pretrained import Loaded, load_checkpoint, save_pretrained
 

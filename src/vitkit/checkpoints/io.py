@@ -1,23 +1,22 @@
-"""Reading and writing weights safely: safetensors first, weights-only pickles, atomic writes."""
+"""Reading and writing weights safely: safetensors first, weights-only pickles, atomic writes (runtime.atomic_path)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import re
 import struct
-import uuid
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from ..runtime import atomic_path
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 # What torch.load raises on bytes that are not a checkpoint. Its unpickler calls allow-listed functions on
@@ -35,40 +34,6 @@ NPZ_KIND = ".npz archive of arrays"
 # for an unknown compression method, RuntimeError for an encrypted member) and its .npy header parser.
 NPZ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, ValueError, RuntimeError, zipfile.BadZipFile,
                                            zlib.error)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
-
-    A failure (or a kill) before the rename leaves the old `path` as it was. The temporary file is flushed to
-    disk before the rename and the directory after it, so a power cut cannot leave a renamed but empty file.
-    The writer creates the file, so it gets the usual permissions (0666 less the umask), not mkstemp's 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        yield tmp
-        _fsync(tmp)
-        os.replace(tmp, path)
-        with contextlib.suppress(OSError):  # directories cannot be opened for fsync everywhere (Windows)
-            _fsync(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> None:

@@ -20,8 +20,9 @@ from .. import models
 from ..attention import AttentionChoice
 from ..layers import EfficientAttention
 from ..models import VisionTransformer, ViTConfig, attention_argument, build_model, config_from_dict, saved_attention
+from ..runtime import write_text
 from .convert import Conversion, convert_state_dict
-from .io import save_state_dict, write_text
+from .io import save_state_dict
 from .keymap import rename
 from .sources import read_source
 

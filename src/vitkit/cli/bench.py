@@ -6,7 +6,11 @@ gradient-checkpointing benchmarks. Each parses its options and calls `vitkit.ben
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -26,16 +30,26 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app)
 
+# Options that several commands take in the same words, each where its command lists it.
 _COMMON = {
     "precision": typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 under autocast."),
+    "attention": typer.Option("auto", "--attention", help="vitkit's attention backend."),
     "steps": typer.Option(10, "--steps", help="Timed steps; the median and spread are reported."),
     "warmup": typer.Option(2, "--warmup", help="Untimed steps first."),
-    "device": typer.Option("auto", "--device", help="auto (CUDA when visible), cpu, cuda or cuda:N."),
-    "seed": typer.Option(0, "--seed", help="Seed of weights and inputs (the same for every candidate)."),
-    "threads": typer.Option(None, "--threads", help="torch intra-op threads (default: torch's, one per core)."),
-    "json": typer.Option(None, "--json", metavar="FILE", help="Also write the full report as JSON."),
-    "plot": typer.Option(None, "--plot", metavar="FILE", help="Also draw a PNG chart."),
 }
+# The options every benchmark command ends with, in this order; `benchmark` adds them to each command.
+_LAST = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+    for name, annotation, option in [
+        ("device", str, typer.Option("auto", "--device", help="auto (CUDA when visible), cpu, cuda or cuda:N.")),
+        ("seed", int, typer.Option(0, "--seed", help="Seed of weights and inputs (the same for every candidate).")),
+        ("threads", int | None,
+         typer.Option(None, "--threads", help="torch intra-op threads (default: torch's, one per core).")),
+        ("json_path", Path | None,
+         typer.Option(None, "--json", metavar="FILE", help="Also write the full report as JSON.")),
+        ("plot_path", Path | None, typer.Option(None, "--plot", metavar="FILE", help="Also draw a PNG chart.")),
+    ]
+]
 
 
 def split_list(value: str, option: str) -> tuple[str, ...]:
@@ -62,15 +76,35 @@ def _progress(message: str) -> None:
     typer.echo(f"running {message} ...", err=True)
 
 
-def _outputs(report: dict, table, json_path: Path | None, plot_path: Path | None, plot) -> None:
-    console().print(table(report))
-    if json_path is not None:
-        write_json(json_path, report)
-    if plot_path is not None:
-        plot(report, plot_path)
+def benchmark(table: Callable[[dict], Any], plot: Callable[[dict, Path], None]) -> Callable:
+    """Make a function that returns a benchmark's report into a command: its own options, then --device, --seed,
+    --threads (passed on to it as keyword arguments, for its settings), --json and --plot.
+
+    Typer reads the options from the signature, so the shared ones are declared once, in `_LAST`, and appended to
+    the function's own. The command prints the report as `table`, and writes it as JSON / draws it with `plot` when
+    asked; a function that returns None (a subcommand runs instead) prints nothing.
+    """
+    def decorate(make_report: Callable[..., dict | None]) -> Callable[..., None]:
+        @functools.wraps(make_report)
+        def command(*args: Any, json_path: Path | None, plot_path: Path | None, **kwargs: Any) -> None:
+            report = make_report(*args, **kwargs)
+            if report is None:
+                return
+            console().print(table(report))
+            if json_path is not None:
+                write_json(json_path, report)
+            if plot_path is not None:
+                plot(report, plot_path)
+
+        own = inspect.signature(make_report).parameters.values()
+        command.__signature__ = inspect.Signature([p for p in own if p.kind is not p.VAR_KEYWORD] + _LAST)
+        return command
+
+    return decorate
 
 
 @bench_app.callback(invoke_without_command=True)
+@benchmark(model_table, plot_model)
 def bench(
     ctx: typer.Context,
     model: str = typer.Option("vit_small_patch16_224", "--model", help="A registered model (see `vitkit models`)."),
@@ -93,30 +127,25 @@ def bench(
     rounds: int = typer.Option(
         1, "--rounds", help="Run the candidates in turn this many times and pool their steps (fair under load)."
     ),
-    device: str = _COMMON["device"],
-    seed: int = _COMMON["seed"],
-    threads: int | None = _COMMON["threads"],
-    json_path: Path | None = _COMMON["json"],
-    plot_path: Path | None = _COMMON["plot"],
-) -> None:
+    **run: Any,
+) -> dict | None:
     """Time vitkit and the libraries users would pick instead, each in its own process, on the same batch.
 
     Reports median img/s and ms/step with their spread, peak memory, GFLOPs per image, achieved
     GFLOP/s, efficiency against same-shape matrix products on this device, and the ratio to the first peer.
     """
     if ctx.invoked_subcommand is not None:
-        return
+        return None
     settings = ModelBenchSettings(
         model=model, mode=mode, batch_size=batch_size, img_size=img_size, precision=precision,
         attention=split_list(attention, "--attention"), peers=split_list(peers, "--peers"), compile=compile_,
-        grad_checkpointing=grad_checkpointing, steps=steps, warmup=warmup, rounds=rounds, device=device,
-        seed=seed, threads=threads,
+        grad_checkpointing=grad_checkpointing, steps=steps, warmup=warmup, rounds=rounds, **run,
     )
-    report = run_model_bench(settings, progress=_progress).to_dict()
-    _outputs(report, model_table, json_path, plot_path, plot_model)
+    return run_model_bench(settings, progress=_progress).to_dict()
 
 
 @bench_app.command("attention")
+@benchmark(attention_table, plot_attention)
 def bench_attention(
     tokens: str = typer.Option("197,577,1025,4097", "--tokens", help="Token counts, comma-separated."),
     heads: int = typer.Option(12, "--heads", help="Attention heads."),
@@ -126,23 +155,18 @@ def bench_attention(
     precision: str = _COMMON["precision"],
     steps: int = _COMMON["steps"],
     warmup: int = _COMMON["warmup"],
-    device: str = _COMMON["device"],
-    seed: int = _COMMON["seed"],
-    threads: int | None = _COMMON["threads"],
-    json_path: Path | None = _COMMON["json"],
-    plot_path: Path | None = _COMMON["plot"],
-) -> None:
+    **run: Any,
+) -> dict | None:
     """Kernel time and memory of each attention backend, forward and forward+backward, over token counts."""
     settings = AttentionBenchSettings(
         tokens=parse_ints(tokens, "--tokens"), heads=heads, head_dim=head_dim, batch_size=batch_size,
-        backends=split_list(backends, "--backends"), precision=precision, steps=steps, warmup=warmup,
-        device=device, seed=seed, threads=threads,
+        backends=split_list(backends, "--backends"), precision=precision, steps=steps, warmup=warmup, **run,
     )
-    report = run_attention_bench(settings, progress=_progress)
-    _outputs(report, attention_table, json_path, plot_path, plot_attention)
+    return run_attention_bench(settings, progress=_progress)
 
 
 @bench_app.command("memory")
+@benchmark(memory_table, plot_memory)
 def bench_memory(
     model: str = typer.Option("vit_base_patch16_224", "--model", help="A registered VisionTransformer."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
@@ -150,27 +174,22 @@ def bench_memory(
     levels: str | None = typer.Option(
         None, "--levels", help="Recomputed-block counts, e.g. 0,6,12 or 0-12 (default: 0 to depth)."
     ),
-    attention: str = typer.Option("auto", "--attention", help="vitkit's attention backend."),
+    attention: str = _COMMON["attention"],
     precision: str = _COMMON["precision"],
     steps: int = typer.Option(3, "--steps", help="Timed training steps per level."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed steps first."),
-    device: str = _COMMON["device"],
-    seed: int = _COMMON["seed"],
-    threads: int | None = _COMMON["threads"],
-    json_path: Path | None = _COMMON["json"],
-    plot_path: Path | None = _COMMON["plot"],
-) -> None:
+    **run: Any,
+) -> dict | None:
     """Peak training memory and step time for num_recomputing_layers = 0 ... depth (the trade-off curve)."""
     settings = MemoryBenchSettings(
         model=model, batch_size=batch_size, img_size=img_size, precision=precision, attention=attention,
-        levels=None if levels is None else parse_ints(levels, "--levels"), steps=steps, warmup=warmup,
-        device=device, seed=seed, threads=threads,
+        levels=None if levels is None else parse_ints(levels, "--levels"), steps=steps, warmup=warmup, **run,
     )
-    report = run_memory_bench(settings, progress=_progress)
-    _outputs(report, memory_table, json_path, plot_path, plot_memory)
+    return run_memory_bench(settings, progress=_progress)
 
 
 @bench_app.command("packing")
+@benchmark(packing_table, plot_packing)
 def bench_packing(
     model: str = typer.Option("vit_small_patch16_224", "--model", help="A registered VisionTransformer."),
     images: int = typer.Option(24, "--images", help="Random images in the set."),
@@ -184,23 +203,18 @@ def bench_packing(
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Padded images per forward (packed: as many tokens)."),
     mode: str = typer.Option("infer", "--mode", help="infer (inference_mode) or train (forward + backward)."),
-    attention: str = typer.Option("auto", "--attention", help="vitkit's attention backend."),
+    attention: str = _COMMON["attention"],
     precision: str = _COMMON["precision"],
     steps: int = typer.Option(3, "--steps", help="Timed passes over the whole set, per round."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed passes first, per round."),
     rounds: int = typer.Option(1, "--rounds", help="The ways take turns this many times; step times are pooled."),
-    device: str = _COMMON["device"],
-    seed: int = _COMMON["seed"],
-    threads: int | None = _COMMON["threads"],
-    json_path: Path | None = _COMMON["json"],
-    plot_path: Path | None = _COMMON["plot"],
-) -> None:
+    **run: Any,
+) -> dict | None:
     """Mixed-size images packed (NaViT, attention per image), padded to the largest, and one at a time: tokens/s
     and memory."""
     settings = PackingBenchSettings(
         model=model, images=images, min_side=min_side, max_side=max_side, side_step=side_step,
         max_tokens=parse_ints(max_tokens, "--max-tokens"), batch_size=batch_size, mode=mode, attention=attention,
-        precision=precision, steps=steps, warmup=warmup, rounds=rounds, device=device, seed=seed, threads=threads,
+        precision=precision, steps=steps, warmup=warmup, rounds=rounds, **run,
     )
-    report = run_packing_bench(settings, progress=_progress)
-    _outputs(report, packing_table, json_path, plot_path, plot_packing)
+    return run_packing_bench(settings, progress=_progress)

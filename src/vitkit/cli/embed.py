@@ -12,10 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..checkpoints import create_model, load_pretrained
-from ..data.datasets import loader_workers
 from ..embeddings import POOLS, Scores, embed, encode_labels, knn, load_embeddings, probe
 from ..embeddings.store import DTYPES
-from ..train.distributed import setup, teardown
+from ..runtime import loader_workers, setup, teardown
 from .app import app
 from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json
 

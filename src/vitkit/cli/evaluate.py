@@ -12,8 +12,8 @@ from ..checkpoints import load_pretrained
 from ..data import DataConfig, eval_transform, load_splits
 from ..data.datasets import open_image
 from ..data.packed import PackCollate, default_max_tokens
+from ..runtime import setup
 from ..train import RunDir, evaluate, predict
-from ..train.distributed import setup
 from ..train.plots import plot_confusion
 from .app import app
 from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ try:  # deprecated in torchvision 0.29 in favour of TorchCodec; PIL decodes ever
 except ImportError:  # pragma: no cover - a torchvision without image decoding
     decode_image = None
 
-from ..checkpoints.io import atomic_path
+from ..runtime import atomic_path
 from .augment import Augment
 from .transforms import (
     DataConfig,
@@ -154,16 +153,6 @@ def _digits() -> tuple[torch.Tensor, list[int], tuple[list[int], list[int]]]:
         range(len(bunch.target)), test_size=0.2, stratify=bunch.target, random_state=0
     )
     return images, bunch.target.tolist(), (list(train_idx), list(val_idx))
-
-
-def loader_workers(workers: int | str, data: str, cores: int | None = None) -> int:
-    """DataLoader workers: `workers` as given, or for 'auto' min(cores, 8) for image files and 0 for the in-memory
-    digits (ready-made tensors: processes would only add start-up and copies)."""
-    if workers != "auto":
-        return int(workers)
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return 0 if data == "digits" else max(1, min(cores, 8))
 
 
 def write_digits_folder(root: str | Path, *, size: int = 32, quality: int = 95) -> Path:

@@ -8,14 +8,15 @@ temporary directory beside the target, validated there, and only then renamed in
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,27 +25,16 @@ from torch import nn
 from .parity import (
     DEFAULT_ATOL,
     DEFAULT_BATCH_SIZES,
+    ExportResult,
     ParityCheck,
-    check_float32,
     check_parity,
-    evaluating,
-    example_images,
-    export_attention,
+    export_checked,
     output_name,
 )
 
 DEFAULT_OPSET = 20  # GELU as one op; 23 also turns attention into ONNX `Attention`
 MIN_OPSET = 17  # below 18 the exporter converts down from 18 (LayerNormalization needs 17)
 INPUT_NAME = "images"
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What an export wrote and how it compared with PyTorch."""
-
-    path: Path
-    files: tuple[Path, ...]  # the model file, then any external-data file
-    check: ParityCheck
 
 
 def _require(module: str, why: str):
@@ -106,28 +96,33 @@ def export_onnx(
     _require("onnxscript", "ONNX export (the dynamo exporter)")
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an integer >= {MIN_OPSET}, got {opset!r}")
-    check_float32(model)
-    path = Path(path)
-    if path.suffix != ".onnx":
-        raise ValueError(f"the ONNX output path must end in .onnx, got {path}")
-    example = example_images(model, 2 if dynamic_batch else batch_size)
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
-    with evaluating(model), export_attention(model, attention), torch.no_grad(), warnings.catch_warnings():
+    return export_checked(
+        model, path, kind="ONNX", suffix=".onnx", what="ONNX export of", hint="--attention math or another --opset",
+        trace=functools.partial(_trace, opset=opset), write=functools.partial(_write, external_data=external_data),
+        validate=validate_onnx, dynamic_batch=dynamic_batch, batch_size=batch_size, attention=attention, atol=atol,
+    )
+
+
+def _trace(model: nn.Module, example: torch.Tensor, dynamic_shapes: Any, *, opset: int) -> Any:
+    """The dynamo exporter's ONNX program of `model` on `example`."""
+    with warnings.catch_warnings():
         # The exporter's own chatter (opset down-conversion notes and the like) is not the user's concern.
         warnings.simplefilter("ignore", UserWarning)
-        program = torch.onnx.export(
+        return torch.onnx.export(
             model, (example,), None, dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[output_name(model)], verbose=False,
         )
+
+
+def _write(program: Any, path: Path, check: Callable[[Path], ParityCheck], *,
+           external_data: bool | None) -> tuple[tuple[Path, ...], ParityCheck]:
+    """Save the model (and its external-data file) in a temporary directory beside `path`, check it there, then
+    move it into place; a failed check leaves nothing."""
     staging = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
     staging.mkdir(parents=True)
     try:
         program.save(staging / path.name, external_data=external_data)
-        sizes = (batch_size, batch_size) if not dynamic_batch else DEFAULT_BATCH_SIZES
-        check = validate_onnx(staging / path.name, model, batch_sizes=sizes, atol=atol, backend=attention)
-        if not check.passed:
-            raise ValueError(f"the ONNX export of {path.name} does not match PyTorch: {check.describe()}; "
-                             "nothing was written (try --attention math or another --opset)")
+        parity = check(staging / path.name)
         # Data files first, the model file last: a reader never sees a model whose weights are not there yet.
         staged = sorted(staging.iterdir(), key=lambda p: p.name == path.name)
         files = []
@@ -136,4 +131,4 @@ def export_onnx(
             files.append(path.parent / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(path, (files[-1], *files[:-1]), check)
+    return (files[-1], *files[:-1]), parity

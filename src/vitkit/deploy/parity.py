@@ -1,11 +1,15 @@
 """What every export shares: an exportable attention backend for the duration of an export, the model's
-input shape and seeded example inputs, and the parity check of an exported program against PyTorch."""
+input shape and seeded example inputs, the parity check of an exported program against PyTorch, and the
+export-and-check steps (`export_checked`) that each format fills in with how it traces, writes and runs."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -133,3 +137,51 @@ def check_parity(
                              f"{tuple(expected.shape)}")
         diffs.append((got.detach().cpu().float() - expected.detach().cpu().float()).abs().max().item())
     return ParityCheck(runtime, reference, tuple(batch_sizes), tuple(diffs), atol)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and how it compared with PyTorch."""
+
+    path: Path
+    files: tuple[Path, ...]  # the model file, then any external-data file
+    check: ParityCheck
+
+
+# trace(model, example, dynamic_shapes) -> what the exporter made; run under eval mode, the export attention, no_grad
+Trace = Callable[[nn.Module, torch.Tensor, Any], Any]
+# validate(staged file, model, batch_sizes=, atol=, backend=) -> the parity check of the file as written
+Validate = Callable[..., ParityCheck]
+# write(exported, path, check) -> (the files in place, model file first; check's result): stage beside `path`, call
+# check(staged model file), which raises when the export does not match, and only then move the files into place
+Write = Callable[[Any, Path, Callable[[Path], ParityCheck]], tuple[tuple[Path, ...], ParityCheck]]
+
+
+def export_checked(model: nn.Module, path: str | os.PathLike, *, kind: str, suffix: str, what: str, hint: str,
+                   trace: Trace, write: Write, validate: Validate, dynamic_batch: bool, batch_size: int,
+                   attention: str, atol: float) -> ExportResult:
+    """The steps every export takes: refuse a non-float32 model or a wrong suffix, trace on example images (the
+    batch axis symbolic with `dynamic_batch`), stage the file and check it at two batch sizes, then let it land.
+
+    `kind` and `what` name the format in errors ("the {kind} output path ...", "the {what} {file} does not match
+    PyTorch"), `hint` says what to try when the check fails.
+    """
+    check_float32(model)
+    path = Path(path)
+    if path.suffix != suffix:
+        raise ValueError(f"the {kind} output path must end in {suffix}, got {path}")
+    example = example_images(model, 2 if dynamic_batch else batch_size)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
+    with evaluating(model), export_attention(model, attention), torch.no_grad():
+        exported = trace(model, example, dynamic_shapes)
+    sizes = DEFAULT_BATCH_SIZES if dynamic_batch else (batch_size, batch_size)
+
+    def check(staged: Path) -> ParityCheck:
+        parity = validate(staged, model, batch_sizes=sizes, atol=atol, backend=attention)
+        if not parity.passed:
+            raise ValueError(f"the {what} {path.name} does not match PyTorch: {parity.describe()}; nothing was "
+                             f"written (try {hint})")
+        return parity
+
+    files, parity = write(exported, path, check)
+    return ExportResult(path, files, parity)

@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..checkpoints import atomic_path
-from .onnx import ExportResult
+from ..runtime import atomic_path
 from .parity import (
     DEFAULT_ATOL,
     DEFAULT_BATCH_SIZES,
+    ExportResult,
     ParityCheck,
-    check_float32,
     check_parity,
-    evaluating,
-    example_images,
-    export_attention,
+    export_checked,
 )
 
 PROGRAM_SUFFIX = ".pt2"
@@ -76,20 +74,23 @@ def export_program(
     Batch handling, `attention` and the check are as in `export_onnx`; a failing check raises ValueError and
     leaves nothing at `path`.
     """
-    check_float32(model)
-    path = Path(path)
-    if path.suffix != PROGRAM_SUFFIX:
-        raise ValueError(f"the torch.export output path must end in {PROGRAM_SUFFIX}, got {path}")
-    example = example_images(model, 2 if dynamic_batch else batch_size)
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
-    with evaluating(model), export_attention(model, attention), torch.no_grad():
-        program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
+    return export_checked(
+        model, path, kind="torch.export", suffix=PROGRAM_SUFFIX, what="torch.export program",
+        hint="--attention math", trace=_trace, write=_write, validate=validate_program, dynamic_batch=dynamic_batch,
+        batch_size=batch_size, attention=attention, atol=atol,
+    )
+
+
+def _trace(model: nn.Module, example: torch.Tensor, dynamic_shapes: Any) -> torch.export.ExportedProgram:
+    """`torch.export`'s program of `model` on `example`."""
+    return torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
+
+
+def _write(program: torch.export.ExportedProgram, path: Path,
+           check: Callable[[Path], ParityCheck]) -> tuple[tuple[Path, ...], ParityCheck]:
+    """Save the program atomically: the check reloads the temporary file, and only a passing one is renamed."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             torch.export.save(program, f)
-        sizes = DEFAULT_BATCH_SIZES if dynamic_batch else (batch_size, batch_size)
-        check = validate_program(tmp, model, batch_sizes=sizes, atol=atol, backend=attention)  # the file, reloaded
-        if not check.passed:
-            raise ValueError(f"the torch.export program {path.name} does not match PyTorch: {check.describe()}; "
-                             "nothing was written (try --attention math)")
-    return ExportResult(path, (path,), check)
+        parity = check(tmp)
+    return (path,), parity

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..data import DataConfig
 from ..data.packed import PackCollate, default_max_tokens
-from ..train.precision import autocast, precision_dtype
+from ..runtime import autocast, precision_dtype
 from .features import FeatureSpec, features
 from .sources import Source, open_source, tensor_source
 from .store import (

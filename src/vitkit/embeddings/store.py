@@ -24,8 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..checkpoints import atomic_path
-from ..checkpoints.io import write_text
+from ..runtime import atomic_path, write_text
 
 CONFIG_NAME = "embed_config.json"
 INDEX_NAME = "index.csv"

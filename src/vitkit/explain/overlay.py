@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..checkpoints import atomic_path
 from ..data import DataConfig, read_image
 from ..data.transforms import resize
+from ..runtime import atomic_path
 from .rollout import attention_maps
 
 

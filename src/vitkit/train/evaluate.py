@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .distributed import DistEnv, all_sum
+from ..runtime import DistEnv, all_sum
 
 
 @dataclass

@@ -20,14 +20,14 @@ from torch.utils.data import DataLoader
 
 from ..data import BatchMix, DataConfig, ShardedBatchSampler, load_splits
 from ..data.packed import PackCollate, default_max_tokens
-from . import distributed as D
+from ..runtime import DistEnv, all_sum, autocast, setup, teardown
+from .distributed import full_state, load_full_state, wrap
 from .ema import ModelEma
 from .evaluate import EvalResult, evaluate
 from .model_setup import build_for_run, run_config
 from .optim import GroupSummary, build_optimizer
 from .options import TrainOptions
 from .plots import plot_curves
-from .precision import autocast
 from .run_dir import RunDir
 from .step import optimizer_step
 
@@ -94,13 +94,13 @@ def train(options: TrainOptions, *, resume: str | Path | None = None, reporter: 
         run = RunDir(options.out or default_run_dir(options))
         run.check_new()
     with deterministic_algorithms(options.deterministic):
-        env = D.setup(options.device)
+        env = setup(options.device)
         if resume is not None and env.is_main:
             run.remove_partial_writes()
         try:
             return _Trainer(options, run, env, reporter, resuming=resume is not None).fit()
         finally:
-            D.teardown()
+            teardown()
 
 
 @contextlib.contextmanager
@@ -121,7 +121,7 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 
 
 class _Trainer:
-    def __init__(self, options: TrainOptions, run: RunDir, env: D.DistEnv, reporter: Reporter | None,
+    def __init__(self, options: TrainOptions, run: RunDir, env: DistEnv, reporter: Reporter | None,
                  resuming: bool) -> None:
         self.options, self.run, self.env, self.reporter = options, run, env, reporter
         config = run_config(options)
@@ -133,7 +133,7 @@ class _Trainer:
         self.ema = ModelEma(self.model, options.model_ema_decay) if options.model_ema else None
         self.mixer = BatchMix(len(self.splits.classes), mixup=options.mixup, cutmix=options.cutmix,
                               prob=options.mixup_prob, switch_prob=options.mixup_switch_prob)
-        self.net = D.wrap(self.model, env, options.fsdp)
+        self.net = wrap(self.model, env, options.fsdp)
         if options.compile:
             self.net = torch.compile(self.net)
         micro = options.batch_size // options.grad_accum  # global samples per forward
@@ -232,7 +232,7 @@ class _Trainer:
         """Mean loss over processes, and whether any process was asked to stop (all stop together)."""
         if self.env.world == 1:
             return loss, stop
-        t = D.all_sum(torch.tensor([loss, float(stop)], dtype=torch.float64), self.env)
+        t = all_sum(torch.tensor([loss, float(stop)], dtype=torch.float64), self.env)
         return t[0].item() / self.env.world, bool(t[1].item())
 
     def _end_epoch(self) -> None:
@@ -256,7 +256,7 @@ class _Trainer:
         improved = top1 > self.best_top1
         self.epoch += 1
         self.step_in_epoch = 0
-        model_sd, _ = D.full_state(self.net)
+        model_sd, _ = full_state(self.net)
         if improved:
             self.best_top1, self.best_weights = top1, weights
             if self.env.is_main:
@@ -271,7 +271,7 @@ class _Trainer:
 
     def _save_state(self, model_sd: dict | None = None) -> None:
         """Everything needed to continue exactly here; every process gathers, rank 0 writes."""
-        full_model, optim_sd = D.full_state(self.net, self.optimizer)
+        full_model, optim_sd = full_state(self.net, self.optimizer)
         if not self.env.is_main:
             return
         state = {
@@ -294,7 +294,7 @@ class _Trainer:
         plot_curves(self.records, self.run.path / "curves.png")
 
     def _restore(self, state: dict) -> None:
-        D.load_full_state(self.net, state["model"], self.optimizer, state["optimizer"])
+        load_full_state(self.net, state["model"], self.optimizer, state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch, self.step = state["epoch"], state["step_in_epoch"], state["step"]

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data import Augment, BatchMix
-from ..data.datasets import loader_workers
 from ..models import INTERPOLATIONS, parse_overrides
-from .precision import PRECISIONS
+from ..runtime import PRECISIONS, loader_workers
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import atomic_path
+from ..runtime import atomic_path
 
 
 def _pyplot():

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoints import atomic_path, save_pretrained, save_state_dict
-from ..checkpoints.io import write_text
+from ..checkpoints import save_pretrained, save_state_dict
 from ..checkpoints.pretrained import WEIGHTS_NAME
+from ..runtime import atomic_path, write_text
 from .options import TrainOptions
 
 STATE = "train_state.pt"

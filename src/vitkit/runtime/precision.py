@@ -1,4 +1,4 @@
-"""Numeric precisions by name, shared by training, evaluation and the benchmarks: 'fp32', 'bf16', 'fp16'."""
+"""Numeric precisions by name, shared by training, embedding, evaluation and the benchmarks: 'fp32', 'bf16', 'fp16'."""
 
 from __future__ import annotations
 

@@ -1,0 +1,79 @@
+"""The rooms import one way: runtime at the bottom, cli at the top, no room importing a room above it."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vitkit
+import vitkit.checkpoints
+import vitkit.runtime
+
+SRC = Path(vitkit.__file__).resolve().parent
+# Floors from the bottom up; a room may import its own floor's rooms only where a floor holds one room. The tools
+# share `data`'s image pipeline and otherwise stay out of each other, so `data` stands one floor below them.
+FLOORS = [("runtime",), ("attention",), ("layers",), ("packing",), ("models",), ("checkpoints",), ("data",),
+          ("train", "embeddings", "deploy", "explain", "bench"), ("cli",)]
+FLOOR = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}
+
+
+def _imported_rooms(path: Path) -> list[tuple[int, str]]:
+    """(line, room) for every vitkit room that the module at `path` imports, relative or absolute, at any depth."""
+    package = list(path.relative_to(SRC.parent).parts[:-1])  # ['vitkit', 'train']
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = base + (node.module.split(".") if node.module else [])
+            names = [[*module, alias.name] for alias in node.names] if module == ["vitkit"] else [module]
+        else:
+            continue
+        found += [(node.lineno, name[1]) for name in names if len(name) > 1 and name[0] == "vitkit"]
+    return [(line, room) for line, room in found if room in FLOOR]
+
+
+def _room_modules() -> list[Path]:
+    return sorted(p for p in SRC.rglob("*.py") if len(p.relative_to(SRC).parts) > 1)
+
+
+def test_every_room_is_on_a_floor() -> None:
+    rooms = {p.relative_to(SRC).parts[0] for p in _room_modules()} - {"__pycache__"}
+    assert rooms == set(FLOOR)
+
+
+@pytest.mark.parametrize("path", _room_modules(), ids=lambda p: str(p.relative_to(SRC)))
+def test_no_room_imports_a_room_above_it(path: Path) -> None:
+    room = path.relative_to(SRC).parts[0]
+    upward = [f"line {line}: {room} -> {other}" for line, other in _imported_rooms(path)
+              if other != room and room != "cli" and FLOOR[other] >= FLOOR[room]]
+    assert upward == []
+
+
+def test_runtime_imports_nothing_of_vitkit() -> None:
+    """Loaded on its own as a top-level package, each runtime module imports, and brings in no vitkit module."""
+    runtime = SRC / "runtime"
+    modules = sorted(p.stem for p in runtime.glob("*.py") if p.stem != "__init__")
+    code = (
+        "import importlib, importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('runtime', {str(runtime / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(runtime)!r}])\n"
+        "sys.modules['runtime'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(sys.modules['runtime'])\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module('runtime.' + name)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'vitkit'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert modules == ["distributed", "files", "precision", "workers"]
+    assert done.stdout.strip() == "[]"
+
+
+def test_checkpoints_atomic_path_is_the_runtime_one() -> None:
+    assert vitkit.checkpoints.atomic_path is vitkit.runtime.atomic_path
