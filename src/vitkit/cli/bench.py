@@ -30,26 +30,28 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app)
 
-# Options that several commands take in the same words, each where its command lists it.
-_COMMON = {
-    "precision": typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 under autocast."),
-    "attention": typer.Option("auto", "--attention", help="vitkit's attention backend."),
-    "steps": typer.Option(10, "--steps", help="Timed steps; the median and spread are reported."),
-    "warmup": typer.Option(2, "--warmup", help="Untimed steps first."),
-}
-# The options every benchmark command ends with, in this order; `benchmark` adds them to each command.
-_LAST = [
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
-    for name, annotation, option in [
-        ("device", str, typer.Option("auto", "--device", help="auto (CUDA when visible), cpu, cuda or cuda:N.")),
-        ("seed", int, typer.Option(0, "--seed", help="Seed of weights and inputs (the same for every candidate).")),
-        ("threads", int | None,
-         typer.Option(None, "--threads", help="torch intra-op threads (default: torch's, one per core).")),
-        ("json_path", Path | None,
-         typer.Option(None, "--json", metavar="FILE", help="Also write the full report as JSON.")),
-        ("plot_path", Path | None, typer.Option(None, "--plot", metavar="FILE", help="Also draw a PNG chart.")),
+ATTENTION = typer.Option("auto", "--attention", help="vitkit's attention backend.")
+STEPS = (10, "Timed steps; the median and spread are reported.")
+WARMUP = (2, "Untimed steps first.")
+
+
+def _options(steps: tuple[int, str], warmup: tuple[int, str]) -> list[inspect.Parameter]:
+    """The options every benchmark command ends with, in this order (`steps` / `warmup`: default and help)."""
+    return [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+        for name, annotation, option in [
+            ("precision", str, typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 under autocast.")),
+            ("steps", int, typer.Option(steps[0], "--steps", help=steps[1])),
+            ("warmup", int, typer.Option(warmup[0], "--warmup", help=warmup[1])),
+            ("device", str, typer.Option("auto", "--device", help="auto (CUDA when visible), cpu, cuda or cuda:N.")),
+            ("seed", int, typer.Option(0, "--seed", help="Seed of weights and inputs (the same for every candidate).")),
+            ("threads", int | None,
+             typer.Option(None, "--threads", help="torch intra-op threads (default: torch's, one per core).")),
+            ("json_path", Path | None,
+             typer.Option(None, "--json", metavar="FILE", help="Also write the full report as JSON.")),
+            ("plot_path", Path | None, typer.Option(None, "--plot", metavar="FILE", help="Also draw a PNG chart.")),
+        ]
     ]
-]
 
 
 def split_list(value: str, option: str) -> tuple[str, ...]:
@@ -76,12 +78,14 @@ def _progress(message: str) -> None:
     typer.echo(f"running {message} ...", err=True)
 
 
-def benchmark(table: Callable[[dict], Any], plot: Callable[[dict, Path], None]) -> Callable:
-    """Make a function that returns a benchmark's report into a command: its own options, then --device, --seed,
-    --threads (passed on to it as keyword arguments, for its settings), --json and --plot.
+def benchmark(table: Callable[[dict], Any], plot: Callable[[dict, Path], None], *, steps: tuple[int, str] = STEPS,
+              warmup: tuple[int, str] = WARMUP) -> Callable:
+    """Make a function that returns a benchmark's report into a command: its own options, then --precision, --steps,
+    --warmup, --device, --seed, --threads (passed on to it as keyword arguments, for its settings), --json and
+    --plot.
 
-    Typer reads the options from the signature, so the shared ones are declared once, in `_LAST`, and appended to
-    the function's own. The command prints the report as `table`, and writes it as JSON / draws it with `plot` when
+    Typer reads the options from the signature, so the shared ones are declared once, in `_options`, and appended
+    to the function's own. The command prints the report as `table`, and writes it as JSON / draws it with `plot` when
     asked; a function that returns None (a subcommand runs instead) prints nothing.
     """
     def decorate(make_report: Callable[..., dict | None]) -> Callable[..., None]:
@@ -97,7 +101,8 @@ def benchmark(table: Callable[[dict], Any], plot: Callable[[dict, Path], None]) 
                 plot(report, plot_path)
 
         own = inspect.signature(make_report).parameters.values()
-        command.__signature__ = inspect.Signature([p for p in own if p.kind is not p.VAR_KEYWORD] + _LAST)
+        command.__signature__ = inspect.Signature([p for p in own if p.kind is not p.VAR_KEYWORD]
+                                                  + _options(steps, warmup))
         return command
 
     return decorate
@@ -111,7 +116,6 @@ def bench(
     mode: str = typer.Option("infer", "--mode", help="infer (inference_mode), train (fwd+bwd+AdamW) or both."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per step."),
     img_size: int | None = typer.Option(None, "--img-size", help="Image size (default: the model's)."),
-    precision: str = _COMMON["precision"],
     attention: str = typer.Option(
         "auto", "--attention", help="vitkit rows: auto, all, or backends like sdpa,math,flex."
     ),
@@ -122,8 +126,6 @@ def bench(
     grad_checkpointing: int = typer.Option(
         0, "--grad-checkpointing", help="Train mode: recompute the first N blocks in backward."
     ),
-    steps: int = _COMMON["steps"],
-    warmup: int = _COMMON["warmup"],
     rounds: int = typer.Option(
         1, "--rounds", help="Run the candidates in turn this many times and pool their steps (fair under load)."
     ),
@@ -137,9 +139,9 @@ def bench(
     if ctx.invoked_subcommand is not None:
         return None
     settings = ModelBenchSettings(
-        model=model, mode=mode, batch_size=batch_size, img_size=img_size, precision=precision,
+        model=model, mode=mode, batch_size=batch_size, img_size=img_size,
         attention=split_list(attention, "--attention"), peers=split_list(peers, "--peers"), compile=compile_,
-        grad_checkpointing=grad_checkpointing, steps=steps, warmup=warmup, rounds=rounds, **run,
+        grad_checkpointing=grad_checkpointing, rounds=rounds, **run,
     )
     return run_model_bench(settings, progress=_progress).to_dict()
 
@@ -152,21 +154,18 @@ def bench_attention(
     head_dim: int = typer.Option(64, "--head-dim", help="Width of each head."),
     batch_size: int = typer.Option(1, "--batch-size", help="Sequences per call."),
     backends: str = typer.Option(",".join(DEFAULT_BACKENDS), "--backends", help="Kernels to time, or all."),
-    precision: str = _COMMON["precision"],
-    steps: int = _COMMON["steps"],
-    warmup: int = _COMMON["warmup"],
     **run: Any,
 ) -> dict | None:
     """Kernel time and memory of each attention backend, forward and forward+backward, over token counts."""
     settings = AttentionBenchSettings(
         tokens=parse_ints(tokens, "--tokens"), heads=heads, head_dim=head_dim, batch_size=batch_size,
-        backends=split_list(backends, "--backends"), precision=precision, steps=steps, warmup=warmup, **run,
+        backends=split_list(backends, "--backends"), **run,
     )
     return run_attention_bench(settings, progress=_progress)
 
 
 @bench_app.command("memory")
-@benchmark(memory_table, plot_memory)
+@benchmark(memory_table, plot_memory, steps=(3, "Timed training steps per level."), warmup=(1, "Untimed steps first."))
 def bench_memory(
     model: str = typer.Option("vit_base_patch16_224", "--model", help="A registered VisionTransformer."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
@@ -174,22 +173,20 @@ def bench_memory(
     levels: str | None = typer.Option(
         None, "--levels", help="Recomputed-block counts, e.g. 0,6,12 or 0-12 (default: 0 to depth)."
     ),
-    attention: str = _COMMON["attention"],
-    precision: str = _COMMON["precision"],
-    steps: int = typer.Option(3, "--steps", help="Timed training steps per level."),
-    warmup: int = typer.Option(1, "--warmup", help="Untimed steps first."),
+    attention: str = ATTENTION,
     **run: Any,
 ) -> dict | None:
     """Peak training memory and step time for num_recomputing_layers = 0 ... depth (the trade-off curve)."""
     settings = MemoryBenchSettings(
-        model=model, batch_size=batch_size, img_size=img_size, precision=precision, attention=attention,
-        levels=None if levels is None else parse_ints(levels, "--levels"), steps=steps, warmup=warmup, **run,
+        model=model, batch_size=batch_size, img_size=img_size, attention=attention,
+        levels=None if levels is None else parse_ints(levels, "--levels"), **run,
     )
     return run_memory_bench(settings, progress=_progress)
 
 
 @bench_app.command("packing")
-@benchmark(packing_table, plot_packing)
+@benchmark(packing_table, plot_packing, steps=(3, "Timed passes over the whole set, per round."),
+           warmup=(1, "Untimed passes first, per round."))
 def bench_packing(
     model: str = typer.Option("vit_small_patch16_224", "--model", help="A registered VisionTransformer."),
     images: int = typer.Option(24, "--images", help="Random images in the set."),
@@ -203,10 +200,7 @@ def bench_packing(
     ),
     batch_size: int = typer.Option(8, "--batch-size", help="Padded images per forward (packed: as many tokens)."),
     mode: str = typer.Option("infer", "--mode", help="infer (inference_mode) or train (forward + backward)."),
-    attention: str = _COMMON["attention"],
-    precision: str = _COMMON["precision"],
-    steps: int = typer.Option(3, "--steps", help="Timed passes over the whole set, per round."),
-    warmup: int = typer.Option(1, "--warmup", help="Untimed passes first, per round."),
+    attention: str = ATTENTION,
     rounds: int = typer.Option(1, "--rounds", help="The ways take turns this many times; step times are pooled."),
     **run: Any,
 ) -> dict | None:
@@ -215,6 +209,6 @@ def bench_packing(
     settings = PackingBenchSettings(
         model=model, images=images, min_side=min_side, max_side=max_side, side_step=side_step,
         max_tokens=parse_ints(max_tokens, "--max-tokens"), batch_size=batch_size, mode=mode, attention=attention,
-        precision=precision, steps=steps, warmup=warmup, rounds=rounds, **run,
+        rounds=rounds, **run,
     )
     return run_packing_bench(settings, progress=_progress)

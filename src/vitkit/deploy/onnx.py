@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from torch import nn
 
 from .parity import (
     DEFAULT_ATOL,
-    DEFAULT_BATCH_SIZES,
     ExportResult,
     ParityCheck,
     check_parity,
@@ -51,16 +50,9 @@ def onnx_session(path: str | os.PathLike):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def validate_onnx(
-    path: str | os.PathLike,
-    model: nn.Module,
-    *,
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    atol: float = DEFAULT_ATOL,
-    backend: str = "sdpa",
-    seed: int = 0,
-) -> ParityCheck:
-    """onnxruntime's output for `path` against `model`'s on seeded random images at each batch size."""
+def validate_onnx(path: str | os.PathLike, model: nn.Module, **check: Any) -> ParityCheck:
+    """onnxruntime's output for `path` against `model`'s on seeded random images at each batch size; `check`:
+    `check_parity`'s options (batch_sizes, atol, backend, seed)."""
     ort = _require("onnxruntime", "validating an ONNX export")
     session = onnx_session(path)
     input_name = session.get_inputs()[0].name
@@ -68,8 +60,7 @@ def validate_onnx(
     def run(images: torch.Tensor) -> np.ndarray:
         return session.run(None, {input_name: images.detach().cpu().numpy()})[0]
 
-    return check_parity(run, model, runtime=f"onnxruntime {ort.__version__}", batch_sizes=batch_sizes, atol=atol,
-                        backend=backend, seed=seed)
+    return check_parity(run, model, runtime=f"onnxruntime {ort.__version__}", **check)
 
 
 def export_onnx(
@@ -79,7 +70,7 @@ def export_onnx(
     dynamic_batch: bool = True,
     batch_size: int = 1,
     opset: int = DEFAULT_OPSET,
-    attention: str = "sdpa",
+    attention: str = "auto",
     external_data: bool | None = None,
     atol: float = DEFAULT_ATOL,
 ) -> ExportResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from torch import nn
 from ..runtime import atomic_path
 from .parity import (
     DEFAULT_ATOL,
-    DEFAULT_BATCH_SIZES,
     ExportResult,
     ParityCheck,
     check_parity,
@@ -37,16 +36,10 @@ def load_program(path: str | os.PathLike) -> torch.export.ExportedProgram:
         raise ValueError(f"{path} is not a readable torch.export program (.pt2): {err}") from err
 
 
-def validate_program(
-    program: torch.export.ExportedProgram | str | os.PathLike,
-    model: nn.Module,
-    *,
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    atol: float = DEFAULT_ATOL,
-    backend: str = "sdpa",
-    seed: int = 0,
-) -> ParityCheck:
-    """The program's output (a path is loaded first) against `model`'s on seeded random images per batch size."""
+def validate_program(program: torch.export.ExportedProgram | str | os.PathLike, model: nn.Module,
+                     **check: Any) -> ParityCheck:
+    """The program's output (a path is loaded first) against `model`'s on seeded random images per batch size;
+    `check`: `check_parity`'s options (batch_sizes, atol, backend, seed)."""
     if not isinstance(program, torch.export.ExportedProgram):
         program = load_program(program)
     module = program.module()
@@ -55,8 +48,7 @@ def validate_program(
         with torch.no_grad():
             return module(images)
 
-    return check_parity(run, model, runtime="torch.export program", batch_sizes=batch_sizes, atol=atol,
-                        backend=backend, seed=seed)
+    return check_parity(run, model, runtime="torch.export program", **check)
 
 
 def export_program(
@@ -65,7 +57,7 @@ def export_program(
     *,
     dynamic_batch: bool = True,
     batch_size: int = 1,
-    attention: str = "sdpa",
+    attention: str = "auto",
     atol: float = DEFAULT_ATOL,
 ) -> ExportResult:
     """`torch.export` `model` (float32; traced in eval mode, its mode restored after) to a .pt2 file, reload it
