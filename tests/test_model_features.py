@@ -107,7 +107,10 @@ def _private_imports_of_models(path: Path) -> list[str]:
     public = set(vitkit.models.__all__)
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and "models" in node.module.split("."):
+        if not isinstance(node, ast.ImportFrom) or not node.module:
+            continue
+        ours = node.module.split(".")[0] == "models" if node.level else node.module.startswith("vitkit.models")
+        if ours:  # vitkit's models room (relative from inside vitkit, or absolute), not another library's
             found += [f"{path.name}: from {node.module} import {a.name}" for a in node.names if a.name not in public]
     return found
 

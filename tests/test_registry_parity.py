@@ -16,6 +16,7 @@ from torch import nn
 
 import vitkit
 from interop_helpers import assert_parity, images, realistic_
+from test_rope import ROPE_PEERS
 
 SMALL_VIT: dict[str, Any] = dict(depth=2, embed_dim=64, num_heads=4)
 SMALL_SIMPLE: dict[str, Any] = dict(depth=2, embed_dim=64, num_heads=4, mlp_hidden_dim=128, head_dim=16)
@@ -38,8 +39,9 @@ OWN_MODELS = {"vit_digits"}
 
 
 def test_every_registered_name_has_a_peer() -> None:
-    """A newly registered name must be added to a peer table here (or to OWN_MODELS, saying why)."""
-    assert set(vitkit.list_models()) == set(TIMM_PEERS) | VIT_PYTORCH_PEERS | OWN_MODELS
+    """A newly registered name must be added to a peer table here (or to OWN_MODELS, saying why); the RoPE towers'
+    table, checked against timm's Eva, is test_rope.ROPE_PEERS."""
+    assert set(vitkit.list_models()) == set(TIMM_PEERS) | VIT_PYTORCH_PEERS | OWN_MODELS | set(ROPE_PEERS)
 
 
 def timm_pair(name: str, **vitkit_overrides: Any) -> tuple[nn.Module, nn.Module, torch.Tensor]:

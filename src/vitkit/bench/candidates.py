@@ -20,6 +20,7 @@ from torch import nn
 
 from ..attention import BACKENDS, Request, choose
 from ..attention.capability import cuda_capability
+from ..checkpoints.eva import timm_eva_args, to_timm_eva
 from ..checkpoints.export import hf_siglip_config, hf_vit_config, timm_layers, timm_model_args
 from ..models import build_model
 from ..models.config import ViTConfig
@@ -109,7 +110,7 @@ def build_vitkit(config: ViTConfig, device: torch.device, attention: str, grad_c
 
 
 def check_timm(config: ViTConfig, grad_checkpointing: int) -> None:
-    _exportable(timm_model_args, config)
+    _exportable(timm_eva_args if config.rope != "none" else timm_model_args, config)
     _require({"ignore_head": not config.ignore_head}, "timm's VisionTransformer")
     _whole_checkpointing(config.depth, grad_checkpointing, "timm")
 
@@ -137,19 +138,41 @@ def _timm_kwargs(cfg: ViTConfig) -> dict:
     )
 
 
+def _eva_kwargs(cfg: ViTConfig) -> dict:
+    """timm Eva's arguments for a RoPE tower, with its norm layer and the dropout rates a training step uses."""
+    from timm.layers import LayerNorm
+
+    return dict(
+        timm_eva_args(cfg), norm_layer=functools.partial(LayerNorm, eps=cfg.norm_eps), drop_rate=cfg.head_drop_rate,
+        pos_drop_rate=cfg.drop_rate if cfg.pos_drop_rate is None else cfg.pos_drop_rate,
+        proj_drop_rate=cfg.drop_rate if cfg.proj_drop_rate is None else cfg.proj_drop_rate,
+        attn_drop_rate=cfg.attn_drop_rate, drop_path_rate=cfg.drop_path_rate,
+    )
+
+
 def build_timm(config: ViTConfig, device: torch.device, grad_checkpointing: int) -> Built:
-    """timm's `VisionTransformer` with the same arguments, carrying vitkit's weights (strict load)."""
+    """timm's `VisionTransformer` (its `Eva` for RoPE towers) with the same arguments, carrying vitkit's weights
+    (strict load)."""
+    from timm.models.eva import Eva
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
+    rope = config.rope != "none"
     with torch.device("meta"):  # no memory: the parameters below are vitkit's own tensors
-        model = TimmViT(**_timm_kwargs(config))
+        model = Eva(**_eva_kwargs(config)) if rope else TimmViT(**_timm_kwargs(config))
     weights = build_model(config).to(device).state_dict()
+    if rope:
+        weights = to_timm_eva(weights, config.key_bias)
+        model.to_empty(device=device)  # Eva's buffers (RoPE tables, zero key bias) are made, not loaded
+        for module in model.modules():
+            if hasattr(module, "init_non_persistent_buffers"):
+                module.init_non_persistent_buffers()
     try:
         model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as err:
         raise Unsupported(f"timm's model differs from vitkit's: {str(err).splitlines()[0]}") from err
     model.set_grad_checkpointing(grad_checkpointing > 0)
-    return Built(model, _version("timm"), "vitkit's weights (identical state dict)")
+    notes = "timm.models.eva.Eva, vitkit's weights renamed" if rope else "vitkit's weights (identical state dict)"
+    return Built(model, _version("timm"), notes)
 
 
 # -- vit-pytorch ----------------------------------------------------------------------------------

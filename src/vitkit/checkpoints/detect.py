@@ -9,6 +9,8 @@ from typing import Any
 from .big_vision import convert_big_vision, is_big_vision
 from .clip import convert_hf_clip, convert_open_clip
 from .dinov2 import convert_dinov2, convert_hf_dinov2
+from .dinov3 import convert_dinov3, convert_hf_dinov3
+from .eva import convert_timm_eva
 from .hf_siglip import convert_hf_siglip
 from .hf_vit import convert_hf_vit
 from .keymap import Renamed, StateDict
@@ -27,6 +29,7 @@ class Format:
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("timm", "timm VisionTransformer state dict (also vitkit's own weights)", convert_timm),
+    Format("timm-eva", "timm Eva: DINOv3, EVA-02, RoPE-Mixed (gamma_1, q_bias / v_bias, rope.freqs)", convert_timm_eva),
     Format("deepseek-vl2", "DeepSeek-VL2 checkpoint: its `vision.` SigLIP tower (timm layout)", convert_deepseek_vl2),
     Format("open_clip-timm", "OpenCLIP model with a timm image tower (`visual.trunk.`)", convert_open_clip_timm),
     Format("hf-vit", "Hugging Face ViTModel / ViTForImageClassification", convert_hf_vit),
@@ -35,6 +38,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("open_clip", "OpenAI CLIP / OpenCLIP ViT (`visual.` tower, or a bare visual state dict)", convert_open_clip),
     Format("hf-dinov2", "Hugging Face Dinov2Model / Dinov2WithRegistersModel", convert_hf_dinov2),
     Format("dinov2", "original DINOv2 (facebookresearch torch.hub), with or without registers", convert_dinov2),
+    Format("hf-dinov3", "Hugging Face DINOv3ViTModel", convert_hf_dinov3),
+    Format("dinov3", "original DINOv3 (facebookresearch/dinov3): storage tokens, masked key bias", convert_dinov3),
     Format("vit-pytorch", "lucidrains vit-pytorch ViT", convert_vit_pytorch),
     Format("vit-pytorch-simple", "lucidrains vit-pytorch SimpleViT", convert_vit_pytorch_simple),
     Format("big_vision", "Google JAX .npz: big_vision ViT / SigLIP image tower, original ViT", convert_big_vision),
@@ -60,9 +65,15 @@ def detect_format(state_dict: StateDict) -> str | None:
         return "hf-clip" if _has(keys, "embeddings.class_embedding") else "hf-siglip"
     if _has(keys, "embeddings.patch_embeddings.projection.weight"):
         return "hf-vit" if _has(keys, "layernorm_before") else "hf-dinov2"
+    if "embeddings.patch_embeddings.weight" in keys and _has(keys, "layer_scale1.lambda1"):
+        return "hf-dinov3"
+    if "storage_tokens" in keys:
+        return "dinov3"
     if any(k.startswith("vision.") for k in keys) and _has(keys, "vision.patch_embed.proj.weight"):
         return "deepseek-vl2"
     if "patch_embed.proj.weight" in keys:
+        if "rope.freqs" in keys or _has(keys, ".gamma_1", ".attn.q_bias", ".attn.q_proj.weight"):
+            return "timm-eva"
         dinov2 = {"mask_token", "register_tokens"} & keys or _has(keys, ".mlp.w12.")
         return "dinov2" if dinov2 else "timm"
     return None

@@ -49,6 +49,8 @@ def _common_checks(c: ViTConfig) -> dict[str, bool]:
         "heads of embed_dim / num_heads (head_dim=None)": c.head_dim in (None, c.embed_dim // c.num_heads),
         "LayerNorm (norm_layer='layernorm')": c.norm_layer == "layernorm",
         "blocks built to the full depth (select_layer=-1)": c.num_blocks == c.depth,
+        "no rotary position embedding (rope='none'; RoPE towers stay vitkit directories)": c.rope == "none",
+        "a trained key bias and no MLP norm (key_bias=True, mlp_norm=False)": c.key_bias and not c.mlp_norm,
     }
 
 

@@ -36,7 +36,8 @@ def record_attention(model: nn.Module) -> Iterator[AttentionRecord]:
 
     def on_block(module: EfficientAttention, args: tuple, kwargs: dict) -> None:
         mask = args[1] if len(args) > 1 else kwargs.get("attn_mask")
-        record.blocks.append(module.attention_weights(args[0], mask).detach())
+        rope = args[3] if len(args) > 3 else kwargs.get("rope")  # (x, attn_mask, attention, rope)
+        record.blocks.append(module.attention_weights(args[0], mask, rope).detach())
 
     def on_pool(module: AttentionPoolLatent, args: tuple, kwargs: dict) -> None:
         mask = args[1] if len(args) > 1 else kwargs.get("attn_mask")

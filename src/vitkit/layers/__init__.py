@@ -9,6 +9,7 @@ from .norm import NORMS, create_norm, norm_name
 from .patch_embed import NormLinearPatchEmbed, PatchEmbed, check_finite, check_images, to_2tuple
 from .pool import FEATURE_POOLS, POOL_TYPES, AttentionPoolLatent, pool_segments, pool_tokens
 from .pos_embed import resample_abs_pos_embed, sincos_2d
+from .rope import ROPE_NAMES, ROPES, BlockRotations, RopeVariant, RotaryEmbedding2D, Rotation
 
 __all__ = [
     "ACTIVATIONS",
@@ -16,7 +17,10 @@ __all__ = [
     "MLP_LAYERS",
     "NORMS",
     "POOL_TYPES",
+    "ROPES",
+    "ROPE_NAMES",
     "AttentionPoolLatent",
+    "BlockRotations",
     "DropPath",
     "EfficientAttention",
     "LayerScale",
@@ -24,6 +28,9 @@ __all__ = [
     "NormLinearPatchEmbed",
     "PatchEmbed",
     "QuickGELU",
+    "RopeVariant",
+    "RotaryEmbedding2D",
+    "Rotation",
     "SwiGLU",
     "SwiGLUPacked",
     "TransformerBlock",

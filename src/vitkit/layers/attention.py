@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..attention import AttentionChoice, Segments, attention_weights
 from .norm import create_norm
+from .rope import Rotation
 
 AUTO = AttentionChoice()
 
@@ -46,7 +48,8 @@ class EfficientAttention(StandaloneChoice, nn.Module):
     'flash', 'xformers', 'flex', 'sdpa:<kernel>') or a seed alias ('scaled_dot_product', 'flash_attention'): the
     layer's own choice when it runs on its own (see `StandaloneChoice`). State-dict names follow timm: qkv,
     q_norm, k_norm, proj. Positional arguments keep seed 000's order; the rest are keyword-only. `head_dim`
-    decouples the inner width from `dim` (SimpleViT).
+    decouples the inner width from `dim` (SimpleViT). `key_bias=False` keeps the key third of the qkv bias at zero
+    (masked in every forward, as DINOv3's original and EVA-02 have it). A call's `rope` rotates q and k.
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class EfficientAttention(StandaloneChoice, nn.Module):
         proj_bias: bool = True,
         norm_layer: object = "layernorm",
         norm_eps: float = 1e-5,
+        key_bias: bool = True,
     ) -> None:
         super().__init__()
         if head_dim is None:
@@ -77,19 +81,31 @@ class EfficientAttention(StandaloneChoice, nn.Module):
         self.attn_drop = attn_drop
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, inner * 3, bias=qkv_bias)
+        if qkv_bias and not key_bias:  # ones for q and v, zeros for k
+            self.register_buffer("bias_mask", torch.ones(inner * 3).index_fill_(0, torch.arange(inner, 2 * inner), 0),
+                                 persistent=False)
+        else:
+            self.bias_mask = None
         self.q_norm = create_norm(norm_layer, head_dim, norm_eps) if qk_norm else nn.Identity()
         self.k_norm = create_norm(norm_layer, head_dim, norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(inner, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Tokens (B, N, C) -> q, k, v, each (B, H, N, D), q and k normalised when qk_norm is on."""
+    def _qkv(self, x: torch.Tensor, rope: Rotation | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens (B, N, C) -> q, k, v, each (B, H, N, D), q and k normalised when qk_norm is on, then rotated."""
         B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        if self.bias_mask is None:
+            qkv = self.qkv(x)
+        else:
+            qkv = F.linear(x, self.qkv.weight, self.qkv.bias * self.bias_mask)
+        qkv = qkv.reshape(B, N, 3, self.num_heads, self.head_dim)
         # (B, N, 3, H, D) -> 3 x (B, H, N, D) views; in backward, unbind's stack rebuilds qkv's gradient in
         # its own layout, where splitting along a leading axis would cost a second full copy.
         q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
-        return self.q_norm(q), self.k_norm(k), v
+        q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = rope.rotate(q), rope.rotate(k)
+        return q, k, v
 
     def drop_zero_qkv_bias(self, state_dict: dict[str, torch.Tensor], prefix: str) -> str | None:
         """Remove `{prefix}qkv.bias` from `state_dict` when this layer has no qkv bias and that bias is all zero;
@@ -106,18 +122,20 @@ class EfficientAttention(StandaloneChoice, nn.Module):
         self.drop_zero_qkv_bias(state_dict, prefix)  # a copy owned by load_state_dict, not the caller's dict
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def attention_weights(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def attention_weights(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                          rope: Rotation | None = None) -> torch.Tensor:
         """The softmax weights this layer applies to tokens `x`, (B, H, N, N), from the math path whatever kernel
         runs the forward (fused kernels never materialise them)."""
-        q, k, _ = self._qkv(x)
+        q, k, _ = self._qkv(x, rope)
         return attention_weights(q, k, attn_mask, self.scale)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None,
-                attention: AttentionChoice | None = None) -> torch.Tensor:
+                attention: AttentionChoice | None = None, rope: Rotation | None = None) -> torch.Tensor:
         """`attn_mask` is a mask tensor, or `Segments` for packed sequences (each token sees its own segment);
-        `attention` is the kernel choice of the model that calls (see `StandaloneChoice`)."""
+        `attention` is the kernel choice of the model that calls (see `StandaloneChoice`); `rope` the rotation of
+        q and k (2D RoPE), one row per token slot."""
         B, N, _ = x.shape
-        q, k, v = self._qkv(x)
+        q, k, v = self._qkv(x, rope)
         dropout = self.attn_drop if self.training else 0.0
         x = self.choice(attention).attend(q, k, v, attn_mask, dropout_p=dropout, scale=self.scale)
         x = x.transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)  # (B, H, N, D) -> (B, N, H*D)

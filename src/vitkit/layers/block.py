@@ -10,6 +10,7 @@ from .attention import EfficientAttention
 from .drop import DropPath, LayerScale
 from .mlp import MLP_LAYERS, mlp_layer_name
 from .norm import create_norm
+from .rope import Rotation
 
 
 class TransformerBlock(nn.Module):
@@ -45,27 +46,30 @@ class TransformerBlock(nn.Module):
         head_dim: int | None = None,
         mlp_hidden_dim: int | None = None,
         mlp_bias: bool = True,
+        mlp_norm: bool = False,
+        key_bias: bool = True,
     ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
         self.norm1 = create_norm(norm_layer, dim, norm_eps)
         self.attn = EfficientAttention(
             dim, num_heads, attn_drop, drop, attention_type, deterministic, qkv_bias=qkv_bias, qk_norm=qk_norm,
-            head_dim=head_dim, proj_bias=proj_bias, norm_layer=norm_layer, norm_eps=norm_eps,
+            head_dim=head_dim, proj_bias=proj_bias, norm_layer=norm_layer, norm_eps=norm_eps, key_bias=key_bias,
         )
         self.ls1 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = create_norm(norm_layer, dim, norm_eps)
         self.mlp = MLP_LAYERS[mlp_layer_name(mlp_layer)](
-            dim, mlp_hidden_dim or int(dim * mlp_ratio), act_layer=act_layer, bias=mlp_bias, drop=drop
+            dim, mlp_hidden_dim or int(dim * mlp_ratio), act_layer=act_layer, bias=mlp_bias, drop=drop,
+            norm_layer=(norm_layer, norm_eps) if mlp_norm else None,
         )
         self.ls2 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None,
-                attention: AttentionChoice | None = None) -> torch.Tensor:
+                attention: AttentionChoice | None = None, rope: Rotation | None = None) -> torch.Tensor:
         if self.pre_norm:
-            x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask, attention)))
+            x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask, attention, rope)))
             return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
-        x = self.norm1(x + self.drop_path1(self.ls1(self.attn(x, attn_mask, attention))))
+        x = self.norm1(x + self.drop_path1(self.ls1(self.attn(x, attn_mask, attention, rope))))
         return self.norm2(x + self.drop_path2(self.ls2(self.mlp(x))))

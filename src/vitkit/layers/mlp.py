@@ -6,11 +6,13 @@ import torch
 from torch import nn
 
 from .activations import create_activation
+from .norm import create_norm
 
 
 class _FeedForward(nn.Module):
     """What every MLP here shares: its input projection(s) to the hidden width (the subclass's `_project_in`), an
-    activation, dropout, `fc2` back to `out_features` (default: `in_features`), dropout again."""
+    activation, dropout, optionally a norm of the hidden features (EVA-02's sub-LN; `norm_layer` = (name, eps)),
+    `fc2` back to `out_features` (default: `in_features`), dropout again."""
 
     default_act = "gelu"
     fc2_share = 1  # fc2 reads hidden_features // fc2_share: 2 where one fc1 packs gate and value
@@ -23,6 +25,7 @@ class _FeedForward(nn.Module):
         act_layer: object = None,
         bias: bool = True,
         drop: float = 0.0,
+        norm_layer: tuple[object, float] | None = None,
     ) -> None:
         super().__init__()
         hidden_features = hidden_features or in_features
@@ -32,7 +35,9 @@ class _FeedForward(nn.Module):
         self._project_in(in_features, hidden_features, bias)
         self.act = create_activation(act_layer or self.default_act, inplace=True)  # on a fresh projection
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden_features // self.fc2_share, out_features or in_features, bias=bias)
+        width = hidden_features // self.fc2_share
+        self.norm = create_norm(norm_layer[0], width, norm_layer[1]) if norm_layer else nn.Identity()
+        self.fc2 = nn.Linear(width, out_features or in_features, bias=bias)
         self.drop2 = nn.Dropout(drop)
 
     def _project_in(self, in_features: int, hidden_features: int, bias: bool) -> None:
@@ -43,7 +48,7 @@ class _FeedForward(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop2(self.fc2(self.drop1(self.hidden(x))))
+        return self.drop2(self.fc2(self.norm(self.drop1(self.hidden(x)))))
 
 
 class Mlp(_FeedForward):

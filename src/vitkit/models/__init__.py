@@ -1,6 +1,8 @@
 """Models, their configs, and the registry of named configurations."""
 
 from .config import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     INTERPOLATIONS,
     ViTConfig,
     config_from_dict,
@@ -14,6 +16,8 @@ from .simple_vit import SimpleViT
 from .vision_transformer import VisionTransformer
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "INTERPOLATIONS",
     "ModelInfo",
     "SimpleViT",

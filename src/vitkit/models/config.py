@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from ..layers import POOL_TYPES, activation_name, mlp_layer_name, norm_name, to_2tuple
+from ..layers import POOL_TYPES, ROPE_NAMES, activation_name, mlp_layer_name, norm_name, to_2tuple
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -139,6 +139,11 @@ class ViTConfig(_Config):
     `token_drop` is NaViT's rate of patch tokens dropped per image in packed training (`forward_packed`).
     `mean`, `std`, `crop_pct` and `interpolation` say how its input images are prepared, as timm's pretrained_cfg:
     evaluation resizes the shorter side to img_size / crop_pct and takes the centre crop.
+    `rope` names a 2D rotary position embedding (`vitkit.layers.ROPES`: 'dinov3', 'eva02', 'mixed'; beside or
+    instead of `pos_embed`): `rope_theta` its base (None: the variant's), `rope_grid` EVA-02's reference grid,
+    `rope_offset` added to cell positions, `rope_indexing` 'ij' (row first) or 'xy', `rope_shift` / `rope_jitter` /
+    `rope_rescale` DINOv3's training-time coordinate augmentations. `key_bias=False` keeps the key part of the qkv
+    bias at zero (DINOv3, EVA-02); `mlp_norm` normalises the MLP's hidden features before fc2 (EVA-02's sub-LN).
 
     The defaults are seed 000's, so `VisionTransformer(**seed_kwargs)` is seed 000's model: `nn.LayerNorm` (eps
     1e-5) and exact GELU. Registered names set the values of the library they are named after (timm: eps 1e-6).
@@ -160,6 +165,7 @@ class ViTConfig(_Config):
     mlp_ratio: float = 4.0
     mlp_hidden_dim: int | None = None
     qkv_bias: bool = True
+    key_bias: bool = True
     qk_norm: bool = False
     proj_bias: bool = True
     drop_rate: float = 0.0
@@ -173,6 +179,7 @@ class ViTConfig(_Config):
     norm_eps: float = 1e-5
     act_layer: str = "gelu"
     mlp_layer: str = "mlp"
+    mlp_norm: bool = False
     pre_norm: bool = True
     num_recomputing_layers: int = 0
     global_pool: str = "token"
@@ -181,6 +188,14 @@ class ViTConfig(_Config):
     no_embed_class: bool = False
     pos_embed: str = "learn"
     pos_embed_antialias: bool = True
+    rope: str = "none"
+    rope_theta: float | None = None
+    rope_grid: tuple[int, int] | None = None
+    rope_offset: float = 0.0
+    rope_indexing: str = "ij"
+    rope_shift: float | None = None
+    rope_jitter: float | None = None
+    rope_rescale: float | None = None
     patch_embed: str = "conv"
     dynamic_img_size: bool = False
     dynamic_img_pad: bool = False
@@ -264,6 +279,7 @@ class ViTConfig(_Config):
             raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {self.pos_embed!r}")
         if self.patch_embed not in PATCH_EMBEDS:
             raise ValueError(f"patch_embed must be one of {PATCH_EMBEDS}, got {self.patch_embed!r}")
+        self._check_rope()
         if self.pos_embed == "sincos" and self.embed_dim % 4:
             raise ValueError(f"pos_embed='sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
         if self.init_values is not None and self.init_values <= 0:
@@ -277,6 +293,27 @@ class ViTConfig(_Config):
                 f"select_layer must be -1 (all {self.depth} blocks), -k (drop the last k-1) or k > 0 "
                 f"(keep the first k); got {self.select_layer!r}"
             )
+
+    def _check_rope(self) -> None:
+        if self.rope not in ROPE_NAMES:
+            raise ValueError(f"rope must be one of {', '.join(ROPE_NAMES)}, got {self.rope!r}")
+        if self.rope == "none":
+            return
+        head = self.head_dim or self.embed_dim // self.num_heads
+        if head % 4:
+            raise ValueError(f"rope={self.rope!r} needs a head width (head_dim, or embed_dim / num_heads) divisible "
+                             f"by 4, got {head}")
+        if self.rope_indexing not in ("ij", "xy"):
+            raise ValueError(f"rope_indexing must be 'ij' (row first) or 'xy' (column first), got "
+                             f"{self.rope_indexing!r}")
+        if self.rope_theta is not None and self.rope_theta <= 0:
+            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}")
+        if self.rope_grid is not None:
+            object.__setattr__(self, "rope_grid", to_2tuple(self.rope_grid, "rope_grid"))
+        for name, low in (("rope_shift", 0.0), ("rope_jitter", 1.0), ("rope_rescale", 1.0)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"{name} must be >= {low:g} (or None: off), got {value}")
 
     @property
     def num_blocks(self) -> int:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..attention import Segments
-from ..layers import pool_segments
+from ..layers import BlockRotations, pool_segments
 from ..packing import PackedBatch, TokenDrop
 
 if TYPE_CHECKING:
@@ -95,23 +95,39 @@ def embed_packed(model: VisionTransformer, batch: PackedBatch) -> torch.Tensor:
 CHUNK_TOKENS = 2048
 
 
+def rope_packed(model: VisionTransformer, batch: PackedBatch) -> BlockRotations | None:
+    """The 2D RoPE rotations of every slot: each patch at its cell of its own image's grid (augmented once per image
+    in training mode), prefix and padding slots unrotated."""
+    if model.rope is None:
+        return None
+    grids = torch.tensor(batch.grid_sizes, device=batch.device)[batch.patch_image]  # (P, 2)
+    patch_coords = model.rope.coordinates(batch.patch_rows, batch.patch_cols, grids[:, 0], grids[:, 1],
+                                          groups=batch.patch_image)
+    slots = batch.num_sequences * batch.seq_len
+    coords = patch_coords.new_zeros(slots, 2).index_copy_(0, batch.patch_slots, patch_coords)
+    valid = torch.zeros(slots, dtype=torch.bool, device=batch.device).index_fill_(0, batch.patch_slots, True)
+    return BlockRotations(model.rope, coords, valid, (batch.num_sequences, batch.seq_len))
+
+
 def forward_features(model: VisionTransformer, batch: PackedBatch, depth: int, norm: bool) -> torch.Tensor:
     """`VisionTransformer.forward_features` of a packed batch: tokens (S, T, D) after the first `depth` blocks,
     final norm applied with `norm`, in the batch's layout (padding slots meaningless)."""
     check(model, batch)
     x = embed_packed(model, batch)  # (S, T, D)
     ids = batch.image_ids  # (S, T)
+    rope = rope_packed(model, batch)
 
-    def run(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        x = model.forward_blocks(x, Segments(ids), depth)
-        return model.norm(x) if norm else x
+    def run(start: int, stop: int) -> torch.Tensor:
+        part = None if rope is None else rope.select(start, stop)
+        out = model.forward_blocks(x[start:stop], Segments(ids[start:stop]), depth, part)
+        return model.norm(out) if norm else out
 
     rows = max(1, CHUNK_TOKENS // batch.seq_len)
     if rows >= batch.num_sequences:
-        return run(x, ids)
+        return run(0, batch.num_sequences)
     out = torch.empty_like(x)  # filled chunk by chunk: a chunk's result is freed once copied in
     for i in range(0, batch.num_sequences, rows):
-        out[i : i + rows] = run(x[i : i + rows], ids[i : i + rows])
+        out[i : i + rows] = run(i, i + rows)
     return out
 
 

@@ -19,6 +19,56 @@ _TIMM = dict(norm_eps=1e-6, act_layer="gelu", crop_pct=0.9)
 # SGLang run DeepSeek-VL2's tower as timm's `vit_so400m_patch14_siglip_384`, so these are its numbers too.
 # Google's big_vision and HF transformers run GELU-tanh; their loaders keep it (`act_layer="gelu_tanh"` here).
 _SIGLIP = dict(_TIMM, class_token=False, global_pool="map", num_classes=0)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# DINOv3 = timm's `vit_*_patch16_dinov3` (eva.py): a class and 4 register ("storage") tokens, no position table but
+# DINOv3's 2D RoPE (theta 100), LayerScale 1e-5, LayerNorm eps 1e-5, 256 px; timm averages the patch tokens after
+# the final norm (DINOv3 itself reads the class token: pass global_pool='token'). `_qkvb` weights have q and v
+# biases, the key bias held at zero; the others none. The "plus" and 7B towers use SwiGLU (SiLU) MLPs.
+_DINOV3 = dict(
+    img_size=256, patch_size=16, dynamic_img_size=True, reg_tokens=4, pos_embed="none", rope="dinov3",
+    rope_theta=100.0, init_values=1e-5, qkv_bias=False, global_pool="avg", fc_norm=False, norm_eps=1e-5,
+    num_classes=0, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0,
+)
+_SWIGLU = dict(mlp_layer="swiglu", act_layer="silu")
+_DINOV3_SIZES = {  # size: (width, depth, heads, MLP settings)
+    "tiny": (192, 12, 3, {}), "small": (384, 12, 6, {}), "small_plus": (384, 12, 6, _SWIGLU),
+    "base": (768, 12, 12, {}), "large": (1024, 24, 16, {}), "huge_plus": (1280, 32, 20, _SWIGLU),
+    "7b": (4096, 40, 32, dict(_SWIGLU, mlp_ratio=2.0)),
+}
+_DINOV3_NAMES = {
+    f"vit_{size}_patch16_dinov3{suffix}": ViTConfig(
+        embed_dim=dim, depth=depth, num_heads=heads, **{**_DINOV3, **mlp, **bias})
+    for size, (dim, depth, heads, mlp) in _DINOV3_SIZES.items()
+    for suffix, bias in (("", {}), ("_qkvb", dict(qkv_bias=True, key_bias=False)))
+    if (size, suffix) not in (("tiny", ""), ("7b", "_qkvb"))  # as timm: tiny with biases only, 7B without
+}
+# EVA-02 = timm's `eva02_*_patch14_224` (MIM-pretrained, no classifier): a learned table and EVA-02's RoPE on the
+# cell grid rescaled to 16 x 16, q and v biases (key bias zero), SwiGLU (SiLU) MLPs 4 x 2/3 wide, packed in one fc1
+# for tiny / small, split with a LayerNorm before fc2 (sub-LN) for base / large; avg pool + fc_norm; OpenAI CLIP's
+# mean / std.
+_EVA02 = dict(
+    patch_size=14, rope="eva02", rope_grid=(16, 16), key_bias=False, mlp_ratio=4 * 2 / 3, act_layer="silu",
+    global_pool="avg", num_classes=0, norm_eps=1e-6, mean=CLIP_MEAN, std=CLIP_STD, crop_pct=0.9,
+)
+_EVA02_NAMES = {
+    f"eva02_{size}_patch14_224": ViTConfig(
+        embed_dim=dim, depth=depth, num_heads=heads, **_EVA02,
+        **(dict(mlp_layer="swiglu", mlp_norm=True) if split else
+           dict(mlp_layer="swiglu_packed", mlp_hidden_dim=2 * int(dim * _EVA02["mlp_ratio"]))))
+    for size, (dim, depth, heads, split) in {
+        "tiny": (192, 12, 3, False), "small": (384, 12, 6, False), "base": (768, 12, 12, True),
+        "large": (1024, 24, 16, True)}.items()
+}
+# RoPE-Mixed ViTs (Heo et al. 2024) = timm's `vit_*_patch16_rope_mixed_224`: learned 2D frequencies per block and
+# head (theta 10, x before y), no position table, LayerScale 1e-5, class-token pool, ImageNet classifier.
+_ROPE_MIXED_NAMES = {
+    f"vit_{size}_patch16_rope_mixed_224": ViTConfig(
+        embed_dim=dim, depth=depth, num_heads=heads, pos_embed="none", rope="mixed", rope_theta=10.0,
+        rope_indexing="xy", init_values=1e-5, mean=IMAGENET_MEAN, std=IMAGENET_STD, **_TIMM)
+    for size, (dim, depth, heads) in {"small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}.items()
+}
 
 _CONFIGS: dict[str, ViTConfig] = {
     # timm / AugReg ViTs (ImageNet-21k -> 1k), the timm models of the same name; mean/std 0.5 as their weights expect.
@@ -53,6 +103,9 @@ _CONFIGS: dict[str, ViTConfig] = {
         mlp_ratio=2.0, global_pool="avg", class_token=False, pos_embed="sincos", norm_eps=1e-6,
         mean=(0.5,), std=(0.5,), crop_pct=1.0,
     ),
+    **_DINOV3_NAMES,
+    **_EVA02_NAMES,
+    **_ROPE_MIXED_NAMES,
 }
 
 

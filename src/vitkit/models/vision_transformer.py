@@ -18,9 +18,11 @@ from ..attention import AttentionChoice, Segments, checkpoint_contexts
 from ..layers import (
     FEATURE_POOLS,
     AttentionPoolLatent,
+    BlockRotations,
     LayerScale,
     NormLinearPatchEmbed,
     PatchEmbed,
+    RotaryEmbedding2D,
     TransformerBlock,
     check_finite,
     create_norm,
@@ -134,10 +136,15 @@ class VisionTransformer(nn.Module):
                 drop=cfg.drop_rate if cfg.proj_drop_rate is None else cfg.proj_drop_rate, drop_path=drop_path[i],
                 act_layer=cfg.act_layer, norm_layer=cfg.norm_layer, pre_norm=cfg.pre_norm, qk_norm=cfg.qk_norm,
                 proj_bias=cfg.proj_bias, init_values=cfg.init_values, norm_eps=cfg.norm_eps, mlp_layer=cfg.mlp_layer,
-                head_dim=cfg.head_dim, mlp_hidden_dim=cfg.mlp_width,
+                head_dim=cfg.head_dim, mlp_hidden_dim=cfg.mlp_width, mlp_norm=cfg.mlp_norm, key_bias=cfg.key_bias,
             )
             for i in range(cfg.num_blocks)
         ])
+        self.rope = None if cfg.rope == "none" else RotaryEmbedding2D(
+            cfg.rope, cfg.head_dim or cfg.embed_dim // cfg.num_heads, cfg.num_heads, cfg.depth, theta=cfg.rope_theta,
+            ref_grid=cfg.rope_grid, offset=cfg.rope_offset, indexing=cfg.rope_indexing, shift=cfg.rope_shift,
+            jitter=cfg.rope_jitter, rescale=cfg.rope_rescale,
+        )
         final_norm = cfg.final_norm and not cfg.use_fc_norm
         self.norm = create_norm(cfg.norm_layer, cfg.embed_dim, cfg.norm_eps) if final_norm else nn.Identity()
         self.attn_pool = (
@@ -226,22 +233,43 @@ class VisionTransformer(nn.Module):
             x = x + pos.to(x.dtype)
         return self.norm_pre(self.pos_drop(x))
 
-    def _block(self, index: int, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None) -> torch.Tensor:
+    def rope_for(self, height: int, width: int) -> BlockRotations | None:
+        """The 2D RoPE rotations of a (height, width) patch grid's tokens (prefix tokens unrotated); None without
+        RoPE. In training mode they carry the configured coordinate augmentations (one draw per call)."""
+        if self.rope is None:
+            return None
+        device = next(self.parameters()).device
+        n, cells = self.num_prefix_tokens, height * width
+        index = torch.arange(-n, cells, device=device).clamp(min=0)  # prefix slots: any cell, masked below
+        rows, cols = index // width, index % width
+        size = torch.ones_like(index)
+        coords = self.rope.coordinates(rows, cols, size * height, size * width)
+        return BlockRotations(self.rope, coords, torch.arange(-n, cells, device=device) >= 0)
+
+    def _block(self, index: int, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None,
+               rope: BlockRotations | None) -> torch.Tensor:
         """Run block `index` on the model's kernel choice, recomputing it in backward when it is among the first N
         to recompute (under the same `attention.use` scope as its forward)."""
-        block = self.blocks[index]
+        block, rotation = self.blocks[index], None if rope is None else rope[index]
         if index < self.num_recomputing_layers and torch.is_grad_enabled():
-            return checkpoint(block, x, attn_mask, self.attention_choice, use_reentrant=False,
+            return checkpoint(block, x, attn_mask, self.attention_choice, rotation, use_reentrant=False,
                               context_fn=checkpoint_contexts)
-        return block(x, attn_mask, self.attention_choice)
+        return block(x, attn_mask, self.attention_choice, rotation)
 
     def forward_blocks(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None,
-                       depth: int | None = None) -> torch.Tensor:
+                       depth: int | None = None, rope: BlockRotations | None = None) -> torch.Tensor:
         """Tokens (B, T, D) through the first `depth` blocks (default: all), the first `num_recomputing_layers`
-        recomputed in backward. `attn_mask`: a mask tensor, or `Segments` for packed sequences."""
+        recomputed in backward. `attn_mask`: a mask tensor, or `Segments` for packed sequences. A RoPE model needs
+        its tokens' rotations, `rope` (`rope_for(h, w)`); `forward_features` finds them itself."""
+        if self.rope is not None and rope is None:
+            raise ValueError("this model rotates q and k by patch position (rope="
+                             f"{self.config.rope!r}): pass rope=model.rope_for(h, w), or call forward_features")
         for i in range(len(self.blocks) if depth is None else depth):
-            x = self._block(i, x, attn_mask)
+            x = self._block(i, x, attn_mask, rope)
         return x
+
+    def _grid_rope(self, images: torch.Tensor) -> BlockRotations | None:
+        return None if self.rope is None else self.rope_for(*self.patch_embed.grid_for(*images.shape[-2:]))
 
     def forward_features(self, x: torch.Tensor | PackedBatch, attn_mask: torch.Tensor | None = None, *,
                          layer: int | None = None, norm: bool = True) -> torch.Tensor:
@@ -256,8 +284,9 @@ class VisionTransformer(nn.Module):
             if attn_mask is not None:
                 raise ValueError("a PackedBatch takes its attention mask from its segments; leave attn_mask=None")
             return packed_forward.forward_features(self, x, depth, norm)
-        x = self.forward_blocks(self.embed(x), attn_mask, depth)
-        return self.norm(x) if norm else x
+        tokens = self.embed(x)
+        tokens = self.forward_blocks(tokens, attn_mask, depth, self._grid_rope(x))
+        return self.norm(tokens) if norm else tokens
 
     def blocks_to_run(self, layer: int | None) -> int:
         """How many blocks give the output of block `layer` (None: all); ValueError naming the range."""
@@ -379,10 +408,11 @@ class VisionTransformer(nn.Module):
         images, x = x, self.embed(x)
         B, _, H, W = images.shape
         h, w = self.patch_embed.grid_for(H, W)
+        rope = self.rope_for(h, w)
         last = take[-1] if (stop_early or intermediates_only) else len(self.blocks) - 1
         intermediates = []
         for i in range(last + 1):
-            x = self._block(i, x, None)
+            x = self._block(i, x, None, rope)
             if i in take:
                 out = self.norm(x) if norm else x
                 prefix, spatial = out[:, : self.num_prefix_tokens], out[:, self.num_prefix_tokens:]
@@ -396,10 +426,11 @@ class VisionTransformer(nn.Module):
     def forward_hidden_states(self, x: torch.Tensor) -> list[torch.Tensor]:
         """HF-style `hidden_states`: the embedding output then every block's output, each (B, T, D), no final
         norm. `[-2]` is what vision-language models that skip the last block take."""
-        x = self.embed(x)
+        images, x = x, self.embed(x)
+        rope = self._grid_rope(images)
         hidden = [x]
         for i in range(len(self.blocks)):
-            x = self._block(i, x, None)
+            x = self._block(i, x, None, rope)
             hidden.append(x)
         return hidden
 
@@ -430,7 +461,7 @@ class VisionTransformer(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that should not be weight-decayed: position table and learned tokens."""
-        names = {"pos_embed", "cls_token", "reg_token", "attn_pool.latent"}
+        names = {"pos_embed", "cls_token", "reg_token", "attn_pool.latent", "rope.freqs"}
         return {n for n, _ in self.named_parameters() if n in names}
 
     def get_classifier(self) -> nn.Module:
