@@ -52,12 +52,12 @@ def measure(model_name: str, batch_size: int, steps: int) -> dict[str, object]:
         def run_block(x: torch.Tensor = x) -> None:
             out = block(x, None, model.attention_choice, rotation)
             if out.requires_grad:
-                out.sum().backward()
+                out.backward(torch.ones_like(out))
 
         def run_rotation(qg: torch.Tensor = qg, kg: torch.Tensor = kg) -> None:
-            out = rotation.rotate(qg).sum() + rotation.rotate(kg).sum()
-            if out.requires_grad:
-                out.backward()
+            q_out, k_out = rotation.rotate(qg), rotation.rotate(kg)
+            if q_out.requires_grad:
+                torch.autograd.backward((q_out, k_out), (torch.ones_like(q_out), torch.ones_like(k_out)))
 
         with torch.set_grad_enabled(mode == "train"):
             block_ms, rope_ms = median_ms(run_block, steps), median_ms(run_rotation, steps)

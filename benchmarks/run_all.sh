@@ -7,6 +7,7 @@
 #   benchmarks/run_all.sh packing  CPU, packed vs padded vs one image at a time, the cases and targets of issue 15
 #   benchmarks/run_all.sh recipe   CPU, training loader vs timm's, and the fine-tuning recipe vs timm's parts (issue 16)
 #   benchmarks/run_all.sh embed    CPU, vitkit embed vs the bare forward, and kNN / probe of the digits model (issue 17)
+#   benchmarks/run_all.sh rope     CPU, DINOv3 ViT-S/16 against timm's Eva, and RoPE's share of a block (issue 24)
 #
 # Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
 # from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
@@ -42,7 +43,9 @@ case "$SUITE" in
        EPOCHS=${EPOCHS:-20} ;;
   embed) TITLE="Embeddings: throughput, kNN and linear probe, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=0
        ROUNDS=${ROUNDS:-3} ;;
-  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed]" >&2; exit 2 ;;
+  rope) TITLE="RoPE towers: DINOv3 against timm, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-8}
+       ROUNDS=${ROUNDS:-3} ;;
+  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed|rope]" >&2; exit 2 ;;
 esac
 WARMUP=${WARMUP:-2}
 rm -rf "$OUT"
@@ -205,6 +208,20 @@ fi
 
 COMMON=(--device "$DEVICE" --precision "$PRECISION" --steps "$STEPS" --warmup "$WARMUP")
 ROUNDS_ARG=(--rounds "$ROUNDS")
+if [ "$SUITE" = rope ]; then
+  # issue 24: a RoPE tower against timm's Eva on the same weights, and what the rotation costs inside a block
+  for run in "infer 16" "train 8"; do
+    read -r mode batch <<<"$run"
+    bench "dinov3_small_$mode" "vit_small_patch16_dinov3 (256 px), $mode, batch $batch" bench \
+      --model vit_small_patch16_dinov3 --mode "$mode" --batch-size "$batch" --peers timm "${ROUNDS_ARG[@]}" \
+      "${COMMON[@]}"
+  done
+  script rope_share "RoPE's share of a block's time" --model vit_small_patch16_dinov3 --batch-size 16 --steps 20
+  echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
+  python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
+  echo "wrote BENCHMARKS.md ($OUT)" >&2
+  exit 0
+fi
 if [ "$SUITE" = packing ]; then
   # issue 15: vit_small_patch16_224 on two image mixes, packed at each max_tokens, padded, one at a time
   for mix in "24 112 448" "64 64 512"; do

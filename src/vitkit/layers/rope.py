@@ -74,21 +74,22 @@ ROPE_NAMES = ("none", *ROPES)
 
 @dataclass(frozen=True)
 class Rotation:
-    """sin and cos of each token slot's angles, in the variant's pair layout, shaped to broadcast against q and k
-    ((T, D) for one grid, (S, 1, T, D) for packed sequences, with a head axis for learned frequencies)."""
+    """sin and cos of each token slot's angles in the variant's pair layout, shaped to broadcast against q and k
+    ((T, D) for one grid, (S, 1, T, D) for packed sequences, with a head axis for learned frequencies). `sin`
+    carries the sign of the 90° turn: -sin at the first element of each pair, +sin at the second."""
 
     sin: torch.Tensor
     cos: torch.Tensor
     half: bool
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., T, D) rotated pair by pair: x·cos + x'·sin, x' the pair partner with the sign of a 90° turn."""
+        """x (..., T, D) rotated pair by pair: x·cos + partner·sin, the partner being the pair's other element
+        (i <-> i + D/2 for halves: a roll; 2i <-> 2i + 1 otherwise: a flip of each pair)."""
         if self.half:
-            first, second = x.chunk(2, dim=-1)
-            turned = torch.cat([-second, first], dim=-1)
+            partner = x.roll(x.shape[-1] // 2, dims=-1)
         else:
-            turned = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).flatten(-2)
-        return (x * self.cos + turned * self.sin).to(x.dtype)
+            partner = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+        return torch.addcmul(x * self.cos, partner, self.sin).to(x.dtype)
 
 
 class RotaryEmbedding2D(nn.Module):
@@ -168,16 +169,18 @@ class RotaryEmbedding2D(nn.Module):
         """The `Rotation` of (..., N, D/2) angles; slots where `valid` (N,) is False get angle 0 (no rotation)."""
         if valid is not None:
             angles = angles * valid[:, None].to(angles.dtype)
-        half = self.variant.half
-        return Rotation(_pairs(angles.sin(), half), _pairs(angles.cos(), half), half)
+        half, sin = self.variant.half, angles.sin()
+        return Rotation(_pairs(-sin, sin, half), _pairs(angles.cos(), None, half), half)
 
     def extra_repr(self) -> str:
         return f"{self.name}, theta={self.theta:g}, head_dim={self.head_dim}"
 
 
-def _pairs(values: torch.Tensor, half: bool) -> torch.Tensor:
-    """(..., D/2) per-pair values -> (..., D) in the pair layout: [v, v] for halves, [v0, v0, v1, v1, ...] else."""
-    return torch.cat([values, values], dim=-1) if half else values.repeat_interleave(2, dim=-1)
+def _pairs(first: torch.Tensor, second: torch.Tensor | None, half: bool) -> torch.Tensor:
+    """(..., D/2) values for the first and second element of each pair (second None: the same) -> (..., D) in
+    the pair layout: [first, second] for halves, [first0, second0, first1, second1, ...] otherwise."""
+    second = first if second is None else second
+    return torch.cat([first, second], dim=-1) if half else torch.stack([first, second], dim=-1).flatten(-2)
 
 
 def mixed_frequencies(head_dim: int, depth: int, num_heads: int, theta: float) -> torch.Tensor:
