@@ -275,3 +275,31 @@ def test_train_and_embed_a_dinov3_model_with_packing(tmp_path: Path) -> None:
     # many images to a sequence there, one here: each image's rotation is its own, so the rows are the same
     alone = vitkit.embed(model, data, packing=True, max_tokens=20, batch_size=4)
     assert_close(rows, alone, 1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    _, plain = pair("vit_small_patch16_dinov3_qkvb", dynamic=True)
+    recomputed = vitkit.create_model("vit_small_patch16_dinov3_qkvb", **SMALL, dynamic_img_size=True)
+    recomputed.load_state_dict(plain.state_dict())
+    recomputed.set_grad_checkpointing(True)
+    x = images(48, 80)
+    for model in (plain.train(), recomputed.train()):
+        model(x).square().sum().backward()
+    for p, q in zip(plain.parameters(), recomputed.parameters(), strict=True):
+        assert_close(q.grad, p.grad, 1e-5)
+
+
+def test_dinov3_exports_to_onnx_and_torch_export(tmp_path: Path) -> None:
+    from vitkit.deploy import export_onnx, export_program
+
+    _, mine = pair("vit_small_patch16_dinov3_qkvb")
+    assert export_onnx(mine, tmp_path / "dinov3.onnx").check.passed  # onnxruntime vs PyTorch, batches 1 and 3
+    assert export_program(mine, tmp_path / "dinov3.pt2").check.passed
+
+
+@pytest.mark.slow
+def test_dinov3_compiles() -> None:
+    _, mine = pair("vit_small_patch16_dinov3_qkvb", dynamic=True)
+    x = images(48, 80)
+    with torch.no_grad():
+        assert_close(torch.compile(mine)(x), mine(x), 1e-5)
