@@ -8,6 +8,7 @@
 #   benchmarks/run_all.sh recipe   CPU, training loader vs timm's, and the fine-tuning recipe vs timm's parts (issue 16)
 #   benchmarks/run_all.sh embed    CPU, vitkit embed vs the bare forward, and kNN / probe of the digits model (issue 17)
 #   benchmarks/run_all.sh rope     CPU, DINOv3 ViT-S/16 against timm's Eva, and RoPE's share of a block (issue 24)
+#   benchmarks/run_all.sh naflex   CPU, SigLIP2 NaFlex packed against transformers' and timm's padded batches (issue 25)
 #
 # Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
 # from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
@@ -45,7 +46,9 @@ case "$SUITE" in
        ROUNDS=${ROUNDS:-3} ;;
   rope) TITLE="RoPE towers: DINOv3 against timm, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-8}
        ROUNDS=${ROUNDS:-3} ;;
-  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed|rope]" >&2; exit 2 ;;
+  naflex) TITLE="SigLIP2 NaFlex: packed vs padded, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-2}
+       ROUNDS=${ROUNDS:-2} ;;
+  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed|rope|naflex]" >&2; exit 2 ;;
 esac
 WARMUP=${WARMUP:-2}
 rm -rf "$OUT"
@@ -208,6 +211,15 @@ fi
 
 COMMON=(--device "$DEVICE" --precision "$PRECISION" --steps "$STEPS" --warmup "$WARMUP")
 ROUNDS_ARG=(--rounds "$ROUNDS")
+if [ "$SUITE" = naflex ]; then
+  # issue 25: a NaFlex tower on images of many shapes at two patch budgets, packed vs two padded peers
+  script naflex_bench "SigLIP2 NaFlex, 64 images of sides 64-512 px, budgets 256 and 1024" --images 64 \
+    --min-side 64 --max-side 512 --budgets 256,1024 --depth 4 --steps "$STEPS" --rounds "$ROUNDS"
+  echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
+  python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
+  echo "wrote BENCHMARKS.md ($OUT)" >&2
+  exit 0
+fi
 if [ "$SUITE" = rope ]; then
   # issue 24: a RoPE tower against timm's Eva on the same weights, and what the rotation costs inside a block
   for run in "infer 16" "train 8"; do

@@ -151,8 +151,9 @@ def test_model_info(name: str, img_size: tuple[int, int], pool: str) -> None:
 
 
 def test_siglip_configs_are_timms_siglip() -> None:
-    """timm's SigLIP ports: exact GELU, eps 1e-6, MAP head, no class token (numbers: test_registry_parity.py)."""
-    for name in vitkit.list_models("siglip*"):
+    """timm's SigLIP ports: exact GELU, eps 1e-6, MAP head, no class token (numbers: test_registry_parity.py); the
+    SigLIP2 NaFlex towers (`siglip2_*`) are transformers' and run GELU-tanh (test_naflex.py)."""
+    for name in vitkit.list_models("siglip_*"):
         config = get_config(name)
         assert isinstance(config, ViTConfig)
         assert (config.class_token, config.global_pool, config.act_layer, config.norm_eps, config.num_classes) == (

@@ -14,7 +14,7 @@ from .eva import convert_timm_eva
 from .hf_siglip import convert_hf_siglip
 from .hf_vit import convert_hf_vit
 from .keymap import Renamed, StateDict
-from .timm import convert_deepseek_vl2, convert_open_clip_timm, convert_timm
+from .timm import convert_deepseek_vl2, convert_open_clip_timm, convert_timm, convert_timm_naflex
 from .vit_pytorch import convert_vit_pytorch, convert_vit_pytorch_simple
 
 
@@ -29,6 +29,7 @@ class Format:
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("timm", "timm VisionTransformer state dict (also vitkit's own weights)", convert_timm),
+    Format("timm-naflex", "timm NaFlexVit (embeds.proj on flattened patches, a grid table)", convert_timm_naflex),
     Format("timm-eva", "timm Eva: DINOv3, EVA-02, RoPE-Mixed (gamma_1, q_bias / v_bias, rope.freqs)", convert_timm_eva),
     Format("deepseek-vl2", "DeepSeek-VL2 checkpoint: its `vision.` SigLIP tower (timm layout)", convert_deepseek_vl2),
     Format("open_clip-timm", "OpenCLIP model with a timm image tower (`visual.trunk.`)", convert_open_clip_timm),
@@ -69,6 +70,8 @@ def detect_format(state_dict: StateDict) -> str | None:
         return "hf-dinov3"
     if "storage_tokens" in keys:
         return "dinov3"
+    if "embeds.proj.weight" in keys:
+        return "timm-naflex"
     if any(k.startswith("vision.") for k in keys) and _has(keys, "vision.patch_embed.proj.weight"):
         return "deepseek-vl2"
     if "patch_embed.proj.weight" in keys:

@@ -1,9 +1,18 @@
-"""HF SigLIP (`SiglipVisionModel`, or the vision tower of a full `SiglipModel`)."""
+"""HF SigLIP and SigLIP2 (`SiglipVisionModel` / `Siglip2VisionModel`, or the vision tower of a two-tower model).
+
+SigLIP2's NaFlex towers embed patches with a Linear on each patch flattened in (row, column, channel) order; it
+becomes vitkit's conv patch embedding (the same weights in (channel, row, column) order), and their learned 16 x 16
+table is resized to each image's grid with antialiased bilinear interpolation.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import torch
+
+from ..models import NAFLEX
 from .hf_common import hf_hints, vision_config
 from .keymap import Renamed, StateDict, drop_keys, fuse_qkv, rename
 
@@ -50,7 +59,19 @@ def convert_hf_siglip(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
             dim = packed.shape[0] // 3
             out[f"attn_pool.q.{kind}"], out[f"attn_pool.kv.{kind}"] = packed[:dim], packed[dim:]
     hints, assumed = hf_hints(meta, DEFAULTS)
-    use_head = vision_config(meta).get("vision_use_head", "attn_pool.latent" in out)
+    config = vision_config(meta)
+    use_head = config.get("vision_use_head", "attn_pool.latent" in out)
     pool = {"global_pool": "map"} if use_head else {"global_pool": "avg", "fc_norm": False}
     hints.update(class_token=False, pos_embed_antialias=False, **pool)
+    if out["patch_embed.proj.weight"].dim() == 2:  # SigLIP2 NaFlex
+        channels = config.get("num_channels", 3)
+        patch = math.isqrt(out["patch_embed.proj.weight"].shape[1] // channels)
+        out["patch_embed.proj.weight"] = naflex_to_conv(out["patch_embed.proj.weight"], patch, channels)
+        grid = math.isqrt(out["pos_embed"].shape[1])
+        hints.update(NAFLEX, patch_size=patch, img_size=grid * patch, max_patches=grid * grid)
     return Renamed(fuse_qkv(out), hints=hints, dropped=dropped, assumed=assumed)
+
+
+def naflex_to_conv(weight: torch.Tensor, patch: int, channels: int) -> torch.Tensor:
+    """SigLIP2's patch Linear (D, p*p*C), inputs in (row, column, channel) order -> conv weights (D, C, p, p)."""
+    return weight.reshape(weight.shape[0], patch, patch, channels).permute(0, 3, 1, 2).contiguous()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -101,3 +102,28 @@ def convert_open_clip_timm(state_dict: StateDict, meta: dict[str, Any]) -> Renam
     hints = timm_hints(meta)
     return Renamed(tower, hints={**{k: v for k, (v, _) in TIMM_DEFAULTS.items()}, **hints}, dropped=dropped,
                    assumed=_defaults(hints))
+
+
+def convert_timm_naflex(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
+    """timm's `NaFlexVit` (`naflexvit_*`): timm's layout but for its patch Linear on (row, column, channel) patches
+    (`embeds.proj`, to vitkit's conv weights) and its grid-shaped table `embeds.pos_embed` (1, h, w, D); SigLIP2's
+    NaFlex sizing (antialiased bilinear table resize), GELU-tanh for the SigLIP weights timm ports."""
+    from ..models import NAFLEX
+    from .hf_siglip import naflex_to_conv
+
+    sd = {k: v for k, v in state_dict.items() if not k.startswith("embeds.")}
+    table = state_dict["embeds.pos_embed"]  # (1, h, w, D)
+    weight = state_dict["embeds.proj.weight"]  # (D, p * p * C)
+    hints = timm_hints(meta)
+    channels = hints.get("in_chans", 3)
+    patch = math.isqrt(weight.shape[1] // channels)
+    sd["patch_embed.proj.weight"] = naflex_to_conv(weight, patch, channels)
+    if "embeds.proj.bias" in state_dict:
+        sd["patch_embed.proj.bias"] = state_dict["embeds.proj.bias"]
+    sd["pos_embed"] = table.reshape(1, table.shape[1] * table.shape[2], table.shape[3])
+    grid = (table.shape[1] * patch, table.shape[2] * patch)
+    defaults = {"act_layer": "gelu_tanh", "norm_eps": 1e-6, "class_token": False, "global_pool": "map",
+                "img_size": grid, "max_patches": table.shape[1] * table.shape[2], **NAFLEX}
+    assumed = {k: f"{v!r} (timm's naflexvit_*_siglip settings; not stored in the weights)"
+               for k, v in defaults.items() if k not in hints and k in ("act_layer", "global_pool")}
+    return Renamed(sd, hints={**defaults, **hints}, assumed=assumed)

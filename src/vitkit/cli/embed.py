@@ -71,6 +71,8 @@ def embed_command(
     img_size: int | None = typer.Option(None, help="Run the model at this size (position table resampled)."),
     packing: bool = typer.Option(False, "--packing", help="Keep each image's aspect ratio and pack batches."),
     max_tokens: int | None = typer.Option(None, help="With --packing: tokens per sequence (default: 4 full images)."),
+    max_patches: int | None = typer.Option(None, help="Size each image to at most this many patches, aspect ratio "
+                                                      "kept (SigLIP2's NaFlex rule; implies --packing)."),
     shard_rows: int = typer.Option(10_000, help="Rows per shard."),
     workers: str = typer.Option("auto", help="DataLoader workers: auto = min(cores, 8) for files, 0 for digits."),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
@@ -91,8 +93,8 @@ def embed_command(
         with bar.progress:
             done = embed(tower, data if data is not None else files, pool=pool, layer=layer, norm=norm, l2=l2,
                          batch_size=batch_size, precision=precision, packing=packing, max_tokens=max_tokens,
-                         workers=loaders, split=split, out=out, dtype=dtype, shard_rows=shard_rows, rank=env.rank,
-                         world=env.world, source=name, progress=bar)
+                         max_patches=max_patches, workers=loaders, split=split, out=out, dtype=dtype,
+                         shard_rows=shard_rows, rank=env.rank, world=env.world, source=name, progress=bar)
     finally:
         teardown()
     if env.is_main:

@@ -11,19 +11,26 @@ from rich.table import Table
 from ..checkpoints import load_pretrained
 from ..data import DataConfig, eval_transform, load_splits
 from ..data.datasets import open_image
-from ..data.packed import PackCollate, default_max_tokens
+from ..data.packed import PackCollate
 from ..runtime import setup
 from ..train import RunDir, evaluate, predict
 from ..train.plots import plot_confusion
 from .app import app
 from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json
 
+MAX_PATCHES_HELP = ("Size each image to at most this many patches, aspect ratio kept (SigLIP2's NaFlex rule; implies "
+                    "--packing).")
 
-def _load(checkpoint: Path, trust_pickle: bool, attention: str | None) -> tuple[torch.nn.Module, DataConfig, list[str]]:
-    """The model of a run or model directory (on the `attention` kernel), its data config and class names."""
+
+def _load(checkpoint: Path, trust_pickle: bool, attention: str | None,
+          max_patches: int | None) -> tuple[torch.nn.Module, DataConfig, list[str]]:
+    """The model of a run or model directory (on the `attention` kernel), its data config (with a NaFlex patch
+    budget, when given) and class names."""
+    if max_patches is not None and max_patches <= 0:
+        raise ValueError(f"--max-patches must be a positive integer, got {max_patches}")
     model = load_pretrained(checkpoint, trust_pickle=trust_pickle, attention=attention)
     labels = RunDir(checkpoint).labels() or [str(i) for i in range(model.num_classes)]
-    return model, DataConfig.of(model.config), labels
+    return model, DataConfig.of(model.config, max_patches), labels
 
 
 @app.command("eval")
@@ -39,22 +46,23 @@ def eval_command(
         False, "--packing", help="Keep each image's aspect ratio (longest side capped) and pack batches (NaViT)."
     ),
     max_tokens: int | None = typer.Option(None, help="With --packing: tokens per sequence (default: 4 full images)."),
+    max_patches: int | None = typer.Option(None, help=MAX_PATCHES_HELP),
     attention: str | None = typer.Option(None, "--attention", help=ATTENTION_HELP, show_default=False),
 ) -> None:
     """Top-1 / top-5 accuracy, a per-class table and a confusion-matrix PNG."""
     if batch_size <= 0:
         raise ValueError(f"--batch-size must be a positive integer, got {batch_size}")
+    packing = packing or max_patches is not None
     if max_tokens is not None and (max_tokens <= 0 or not packing):
         raise ValueError(f"--max-tokens needs --packing and a positive integer, got {max_tokens}")
-    model, data_config, labels = _load(checkpoint, trust_pickle, attention)
+    model, data_config, labels = _load(checkpoint, trust_pickle, attention, max_patches)
     splits = load_splits(data, data_config, val_split=val_split, keep_aspect=packing)
     if len(splits.classes) != model.num_classes:
         raise ValueError(f"{data} has {len(splits.classes)} classes, the model {model.num_classes}")
     collate = None
     if packing:
-        patch = tuple(model.patch_embed.patch_size)
-        tokens = max_tokens or default_max_tokens(model.config.img_size, patch, model.num_prefix_tokens)
-        collate = PackCollate(patch, tokens, model.num_prefix_tokens)
+        tokens = max_tokens or data_config.max_tokens(model.num_prefix_tokens)
+        collate = PackCollate(tuple(model.patch_embed.patch_size), tokens, model.num_prefix_tokens)
     loader = torch.utils.data.DataLoader(splits.val, batch_size=batch_size, collate_fn=collate)
     result = evaluate(model, loader, model.num_classes, setup("cpu"))
     confusion = confusion or checkpoint / "confusion.png"
@@ -82,17 +90,21 @@ def predict_command(
     top_k: int = typer.Option(5, help="Labels per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
+    max_patches: int | None = typer.Option(None, help=MAX_PATCHES_HELP),
     attention: str | None = typer.Option(None, "--attention", help=ATTENTION_HELP, show_default=False),
 ) -> None:
     """The top-k labels of each image, with probabilities."""
     if top_k <= 0:
         raise ValueError(f"--top-k must be a positive integer, got {top_k}")
-    model, data_config, labels = _load(checkpoint, trust_pickle, attention)
+    model, data_config, labels = _load(checkpoint, trust_pickle, attention, max_patches)
     for path in images:
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
-    prepare = eval_transform(data_config)  # as `vitkit eval` and training's validation: timm's centre crop
-    batch = torch.stack([prepare(open_image(path, data_config.in_chans)) for path in images])
+    # as `vitkit eval` and training's validation: timm's centre crop, or each image at its NaFlex size, packed
+    prepare = eval_transform(data_config, keep_aspect=max_patches is not None)
+    pictures = [prepare(open_image(path, data_config.in_chans)) for path in images]
+    batch = model.pack(pictures, data_config.max_tokens(model.num_prefix_tokens)) if max_patches is not None else (
+        torch.stack(pictures))
     probs, indices = predict(model, batch, top_k)
     results = [
         {"image": str(path), "top": [{"label": labels[i], "probability": p} for p, i in

@@ -129,6 +129,8 @@ def train_command(
         False, "--packing", help="NaViT: keep each image's aspect ratio (longest side capped) and pack batches."
     ),
     max_tokens: int | None = typer.Option(None, help="With --packing: tokens per sequence (default: 4 full images)."),
+    max_patches: int | None = typer.Option(None, help="With --packing: size each image to at most this many "
+                                                      "patches, aspect ratio kept (SigLIP2's NaFlex rule)."),
     token_drop: float = typer.Option(0.0, help="With --packing: NaViT token-dropping rate in training."),
     aa: str = typer.Option("none", "--aa", help="Auto-augment: rand-m9-mstd0.5-inc1 | trivial | augmix | none."),
     reprob: float = typer.Option(0.0, help="Random-erasing probability."),
@@ -161,7 +163,8 @@ def train_command(
         workers=workers if workers == "auto" else _count(workers, "--workers"), seed=seed,
         deterministic=deterministic, device=device,
         out=None if out is None else str(out), save_every=save_every,
-        fsdp=fsdp, packing=packing, max_tokens=max_tokens, token_drop=token_drop, layer_decay=layer_decay,
+        fsdp=fsdp, packing=packing, max_tokens=max_tokens, max_patches=max_patches, token_drop=token_drop,
+        layer_decay=layer_decay,
         clip_grad=clip_grad, aa=aa, reprob=reprob, color_jitter=color_jitter, scale=scale, ratio=ratio, hflip=hflip,
         interpolation=interpolation, crop_pct=crop_pct, mixup=mixup, cutmix=cutmix, mixup_prob=mixup_prob,
         mixup_switch_prob=mixup_switch_prob, model_ema=model_ema, model_ema_decay=model_ema_decay,

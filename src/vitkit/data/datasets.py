@@ -19,10 +19,9 @@ except ImportError:  # pragma: no cover - a torchvision without image decoding
     decode_image = None
 
 from ..runtime import atomic_path
-from .augment import Augment
+from .augment import INTERPOLATIONS, Augment
 from .transforms import (
     DataConfig,
-    FitWithin,
     Transform,
     eval_transform,
     pil_mode,
@@ -130,7 +129,7 @@ def digits(data: DataConfig, *, seed: int = 0, keep_aspect: bool = False) -> Spl
     if data.in_chans != 1:
         raise ValueError(f"the digits data is greyscale: the model needs in_chans=1, it has {data.in_chans}")
     images, labels, (train_idx, val_idx) = _digits()
-    sized = FitWithin(max(data.img_size)) if keep_aspect else (lambda x: resize(x, data.img_size))
+    sized = data.fit(INTERPOLATIONS["bilinear"]) if keep_aspect else (lambda x: resize(x, data.img_size))
 
     def prepare(x: torch.Tensor) -> torch.Tensor:
         return data.normalize(sized(x))

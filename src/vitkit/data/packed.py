@@ -9,13 +9,6 @@ import torch
 from ..packing import PackedBatch, pack_images
 
 
-def default_max_tokens(img_size: tuple[int, int], patch_size: tuple[int, int], num_prefix_tokens: int) -> int:
-    """Room for four images of the model's full size per sequence."""
-    side = max(img_size)
-    per_image = -(-side // patch_size[0]) * -(-side // patch_size[1]) + num_prefix_tokens
-    return 4 * per_image
-
-
 @dataclass(frozen=True)
 class PackCollate:
     """DataLoader `collate_fn`: a list of (image (C, H_i, W_i), label) -> (PackedBatch, labels (B,))."""

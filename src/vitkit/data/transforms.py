@@ -38,6 +38,8 @@ class DataConfig:
     std: tuple[float, ...]
     crop_pct: float = 1.0
     interpolation: str = "bicubic"
+    patch_size: tuple[int, int] = (16, 16)
+    max_patches: int | None = None  # NaFlex: packed images sized to this many patches (see `naflex_size`)
 
     def __post_init__(self) -> None:
         for name in ("mean", "std"):
@@ -50,12 +52,30 @@ class DataConfig:
             raise ValueError(f"crop_pct must be in (0, 1] (the share of the resized image kept), got {self.crop_pct}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.max_patches is not None and (isinstance(self.max_patches, bool) or not isinstance(
+                self.max_patches, int) or self.max_patches < 1):
+            raise ValueError(f"max_patches must be a positive integer (a patch budget), got {self.max_patches!r}")
 
     @classmethod
-    def of(cls, config: ViTConfig) -> DataConfig:
-        """The data config of a model's ViTConfig."""
+    def of(cls, config: ViTConfig, max_patches: int | None = None) -> DataConfig:
+        """The data config of a model's ViTConfig; `max_patches` replaces the model's own patch budget."""
         return cls(tuple(config.img_size), config.in_chans, tuple(config.mean), tuple(config.std),
-                   config.crop_pct, config.interpolation)
+                   config.crop_pct, config.interpolation, tuple(config.patch_size),
+                   config.max_patches if max_patches is None else max_patches)
+
+    def fit(self, interpolation: v2.InterpolationMode) -> Transform:
+        """How a packed image is sized: to its NaFlex grid under `max_patches`, else its longer side capped at the
+        model's image size; the aspect ratio kept either way."""
+        if self.max_patches is not None:
+            return NaFlexResize(self.patch_size, self.max_patches, interpolation)
+        return FitWithin(max(self.img_size), interpolation)
+
+    def max_tokens(self, num_prefix_tokens: int) -> int:
+        """Tokens per packed sequence by default: room for four images of the model's full size (or budget)."""
+        if self.max_patches is not None:
+            return 4 * (self.max_patches + num_prefix_tokens)
+        side = max(self.img_size)
+        return 4 * (-(-side // self.patch_size[0]) * -(-side // self.patch_size[1]) + num_prefix_tokens)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """(C, H, W) or (B, C, H, W) in [0, 1] -> normalised by mean/std (broadcast when one value)."""
@@ -82,10 +102,10 @@ class _Normalize:
 
 def eval_transform(data: DataConfig, *, keep_aspect: bool = False) -> v2.Compose:
     """A PIL image or uint8 (C, H, W) tensor -> normalised float (C, *img_size): timm's centre-crop evaluation.
-    With `keep_aspect` (packed batches) the image keeps its aspect ratio, its longer side capped at the model's."""
+    With `keep_aspect` (packed batches) the image keeps its aspect ratio (`DataConfig.fit`)."""
     interpolation = INTERPOLATIONS[data.interpolation]
     if keep_aspect:
-        return v2.Compose([FitWithin(max(data.img_size), interpolation), *data._to_float()])
+        return v2.Compose([data.fit(interpolation), *data._to_float()])
     height, width = data.img_size
     scale_size = (math.floor(height / data.crop_pct), math.floor(width / data.crop_pct))
     if scale_size[0] == scale_size[1]:
@@ -113,7 +133,7 @@ def train_transform(data: DataConfig, augment: Augment, *, keep_aspect: bool = F
     capped at the model's size), flip, auto-augment, colour jitter, normalisation, random erasing."""
     interpolation = INTERPOLATIONS[data.interpolation]
     if keep_aspect:
-        crop: list[Transform] = [RandomAspectCrop(), FitWithin(max(data.img_size), interpolation)]
+        crop: list[Transform] = [RandomAspectCrop(), data.fit(interpolation)]
     else:
         crop = [v2.RandomResizedCrop(data.img_size, scale=augment.scale, ratio=augment.ratio,
                                      interpolation=interpolation, antialias=True)]
@@ -175,6 +195,41 @@ class FitWithin:
             return image
         size = [max(1, round(height * self.max_side / longest)), max(1, round(width * self.max_side / longest))]
         return TF.resize(image, size, interpolation=self.interpolation, antialias=True)
+
+
+def naflex_size(height: int, width: int, patch_size: int | tuple[int, int], max_patches: int,
+                eps: float = 1e-5) -> tuple[int, int]:
+    """SigLIP2's NaFlex target size for a height x width image: the largest scale whose size, each side rounded up
+    to a whole number of patches (at least one), gives at most `max_patches` patches; found by the same binary
+    search as transformers' `get_image_size_for_max_num_patches`, so the same sizes."""
+    ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+
+    def scaled(scale: float, size: int, patch: int) -> int:
+        return int(max(patch, math.ceil(size * scale / patch) * patch))
+
+    low, high = eps / 10, 100.0
+    while high - low >= eps:
+        scale = (low + high) / 2
+        if (scaled(scale, height, ph) / ph) * (scaled(scale, width, pw) / pw) <= max_patches:
+            low = scale
+        else:
+            high = scale
+    return scaled(low, height, ph), scaled(low, width, pw)
+
+
+class NaFlexResize:
+    """Resize to the image's NaFlex size (`naflex_size`): aspect ratio kept, whole patches, at most `max_patches`;
+    antialiased, on the uint8 pixels as a tensor: SigLIP2's processor, to the bit."""
+
+    def __init__(self, patch_size: tuple[int, int], max_patches: int,
+                 interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR) -> None:
+        self.patch_size, self.max_patches, self.interpolation = patch_size, max_patches, interpolation
+
+    def __call__(self, image: Any) -> Any:
+        if isinstance(image, Image.Image):  # resize the decoded pixels as a tensor, as SigLIP2's processor does
+            image = TF.pil_to_tensor(image)
+        size = naflex_size(*TF.get_size(image), self.patch_size, self.max_patches)
+        return TF.resize(image, list(size), interpolation=self.interpolation, antialias=True)
 
 
 def pil_to_tensor(image: Image.Image, in_chans: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from .. import __version__
 from ..data import DataConfig
-from ..data.packed import PackCollate, default_max_tokens
+from ..data.packed import PackCollate
 from ..runtime import autocast, precision_dtype
 from .features import FeatureSpec, features
 from .sources import Source, open_source, tensor_source
@@ -92,6 +92,7 @@ def embed(
     precision: str = "fp32",
     packing: bool = False,
     max_tokens: int | None = None,
+    max_patches: int | None = None,
     workers: int = 0,
     split: str | None = None,
     out: str | Path | None = None,
@@ -107,6 +108,8 @@ def embed(
     `images`: a folder (class folders give labels), a list of image files, 'digits' (with `split`), or tensors
     already prepared for the model ((N, C, H, W), or a list of (C, H, W) of any sizes). Files get the model's
     eval transform (timm's centre crop; with `packing`, each keeps its aspect ratio and batches are packed).
+    `max_patches` (implies packing) sizes each image to its NaFlex grid under that patch budget (SigLIP2's rule;
+    a NaFlex model's config carries its own budget).
     Returns rows (N, D) (tokens (N, T, D) with pool 'none'), or with `out` writes an embeddings directory and
     returns its path: a second call into the same `out` skips the shards already there. `rank`/`world` split the
     shards between processes (rank 0 writes the config and index); `source` names the model in the config;
@@ -114,7 +117,8 @@ def embed(
     """
     _settings_check(batch_size, workers, shard_rows, dtype, precision)
     spec = FeatureSpec.of(model, pool=pool, layer=layer, norm=norm, l2=l2)
-    data_config = DataConfig.of(model.config)
+    data_config = DataConfig.of(model.config, max_patches)
+    packing = packing or max_patches is not None
     prepared = isinstance(images, torch.Tensor) or (
         not isinstance(images, (str, Path)) and len(images) > 0 and isinstance(images[0], torch.Tensor))
     src: Source = tensor_source(images) if prepared else open_source(images, data_config, split=split,
@@ -122,7 +126,7 @@ def embed(
     device = next(model.parameters()).device
     patch, prefix = tuple(model.patch_embed.patch_size), model.num_prefix_tokens
     if packing:
-        max_tokens = max_tokens or default_max_tokens(tuple(model.config.img_size), patch, prefix)
+        max_tokens = max_tokens or data_config.max_tokens(prefix)
     elif max_tokens is not None:
         raise ValueError("max_tokens needs packing=True")
     collate = _Collate(PackCollate(patch, max_tokens, prefix) if packing else None)

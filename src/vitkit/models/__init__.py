@@ -11,7 +11,16 @@ from .config import (
     simple_vit_backend,
     simple_vit_config,
 )
-from .registry import ModelInfo, attention_argument, build_model, create_model, get_config, list_models, model_info
+from .registry import (
+    NAFLEX,
+    ModelInfo,
+    attention_argument,
+    build_model,
+    create_model,
+    get_config,
+    list_models,
+    model_info,
+)
 from .simple_vit import SimpleViT
 from .vision_transformer import VisionTransformer
 
@@ -19,6 +28,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "INTERPOLATIONS",
+    "NAFLEX",
     "ModelInfo",
     "SimpleViT",
     "ViTConfig",

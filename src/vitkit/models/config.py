@@ -132,13 +132,16 @@ class ViTConfig(_Config):
     `norm_pre` is CLIP's extra norm before the blocks. `select_layer` keeps blocks as DeepSeek-VL2
     does (-1 all, -2 all but the last, k > 0 the first k). `head_dim` decouples the attention width
     from `embed_dim` (vit-pytorch's `dim_head`); `mlp_hidden_dim` sets the MLP width exactly, overriding
-    `mlp_ratio` (vit-pytorch's `mlp_dim`). `pos_embed_antialias` picks how a learned table is
-    resampled for another grid: bicubic with antialias as timm, or without as HF's `interpolate_pos_encoding`.
+    `mlp_ratio` (vit-pytorch's `mlp_dim`). `pos_embed_interpolation` and `pos_embed_antialias` pick how a learned
+    table is resampled for another grid: bicubic with antialias as timm, without as HF's `interpolate_pos_encoding`,
+    bilinear with antialias as SigLIP2's NaFlex towers.
     `patch_embed='norm_linear_norm'` is vit-pytorch's LayerNorm -> Linear -> LayerNorm patch projection.
     `check_finite=True` makes the forward pass reject images holding NaN or Inf (one reduction over the input).
     `token_drop` is NaViT's rate of patch tokens dropped per image in packed training (`forward_packed`).
     `mean`, `std`, `crop_pct` and `interpolation` say how its input images are prepared, as timm's pretrained_cfg:
-    evaluation resizes the shorter side to img_size / crop_pct and takes the centre crop.
+    evaluation resizes the shorter side to img_size / crop_pct and takes the centre crop. `max_patches` is a NaFlex
+    patch budget: packed inputs are resized, keeping their aspect ratio, to the largest grid of at most that many
+    patches (SigLIP2's rule, `vitkit.data.naflex_size`) instead of capping the longer side at img_size.
     `rope` names a 2D rotary position embedding (`vitkit.layers.ROPES`: 'dinov3', 'eva02', 'mixed'; beside or
     instead of `pos_embed`): `rope_theta` its base (None: the variant's), `rope_grid` EVA-02's reference grid,
     `rope_offset` added to cell positions, `rope_indexing` 'ij' (row first) or 'xy', `rope_shift` / `rope_jitter` /
@@ -188,6 +191,7 @@ class ViTConfig(_Config):
     no_embed_class: bool = False
     pos_embed: str = "learn"
     pos_embed_antialias: bool = True
+    pos_embed_interpolation: str = "bicubic"
     rope: str = "none"
     rope_theta: float | None = None
     rope_grid: tuple[int, int] | None = None
@@ -213,6 +217,7 @@ class ViTConfig(_Config):
     std: tuple[float, float, float] = HALF_STD
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
+    max_patches: int | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, here
@@ -246,8 +251,11 @@ class ViTConfig(_Config):
         if not 0 < self.crop_pct <= 1:
             raise ValueError(f"crop_pct must be in (0, 1] (the share of the resized image evaluation keeps), "
                              f"got {self.crop_pct}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
+        for name in ("interpolation", "pos_embed_interpolation"):
+            if getattr(self, name) not in INTERPOLATIONS:
+                raise ValueError(f"{name} must be one of {', '.join(INTERPOLATIONS)}, got {getattr(self, name)!r}")
+        if self.max_patches is not None:
+            _positive_int("max_patches", self.max_patches)
         for name in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
                      "head_drop_rate", "token_drop"):
             _rate(name, getattr(self, name))

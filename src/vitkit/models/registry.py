@@ -19,6 +19,10 @@ _TIMM = dict(norm_eps=1e-6, act_layer="gelu", crop_pct=0.9)
 # SGLang run DeepSeek-VL2's tower as timm's `vit_so400m_patch14_siglip_384`, so these are its numbers too.
 # Google's big_vision and HF transformers run GELU-tanh; their loaders keep it (`act_layer="gelu_tanh"` here).
 _SIGLIP = dict(_TIMM, class_token=False, global_pool="map", num_classes=0)
+# SigLIP2 NaFlex: any grid, the learned 16 x 16 table resized to it by antialiased bilinear interpolation; images
+# keep their aspect ratio under a patch budget (SigLIP2's processor: 256 patches), resized bilinearly, never cropped.
+NAFLEX = dict(dynamic_img_size=True, pos_embed_interpolation="bilinear", pos_embed_antialias=True,
+              interpolation="bilinear", crop_pct=1.0)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -90,6 +94,14 @@ _CONFIGS: dict[str, ViTConfig] = {
         img_size=384, patch_size=14, embed_dim=1152, depth=27, num_heads=16, mlp_ratio=3.7362,
         crop_remainder=True, **_SIGLIP
     ),
+    # SigLIP2 NaFlex towers = HF's google/siglip2-{base,so400m}-patch16-naflex vision models: GELU-tanh as HF runs
+    # them, a 16 x 16 table, MAP head, a budget of 256 patches.
+    "siglip2_base_patch16_naflex": ViTConfig(
+        img_size=256, embed_dim=768, depth=12, num_heads=12, max_patches=256,
+        **{**_SIGLIP, **NAFLEX, "act_layer": "gelu_tanh"}),
+    "siglip2_so400m_patch16_naflex": ViTConfig(
+        img_size=256, embed_dim=1152, depth=27, num_heads=16, mlp_hidden_dim=4304, max_patches=256,
+        **{**_SIGLIP, **NAFLEX, "act_layer": "gelu_tanh"}),
     # SimpleViT (Beyer et al. 2022), the seed 003 family: vit-pytorch's SimpleViT with these arguments (its final
     # LayerNorm on the tokens, before the mean; seed 003 normalises the mean).
     "simple_vit_small_patch16_224": simple_vit_config(224, 16, 1000, dim=384, depth=12, heads=6, mlp_dim=1536,
@@ -180,6 +192,7 @@ def model_info(name: str) -> ModelInfo:
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "NAFLEX",
     "ModelInfo",
     "attention_argument",
     "build_model",

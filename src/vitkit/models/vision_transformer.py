@@ -201,9 +201,10 @@ class VisionTransformer(nn.Module):
     def resample_pos_embed(self, table: torch.Tensor, old_grid: tuple[int, int] | None = None,
                            new_grid: tuple[int, int] | None = None) -> torch.Tensor:
         """A learned table (1, prefix + h*w, D) of `old_grid` (None: a square one) for `new_grid` (None: the
-        model's), prefix rows kept, resampled as this model's source does it (`pos_embed_antialias`: timm's
-        antialiased bicubic, or HF's `interpolate_pos_encoding`). Loading, training from a checkpoint and packed
-        batches all resample here. ValueError when the table does not hold `old_grid`."""
+        model's), prefix rows kept, resampled as this model's source does it (`pos_embed_interpolation` and
+        `pos_embed_antialias`: timm's antialiased bicubic, HF's `interpolate_pos_encoding`, SigLIP2's antialiased
+        bilinear). Loading, training from a checkpoint and packed batches all resample here. ValueError when the
+        table does not hold `old_grid`."""
         prefix = 0 if self.no_embed_class else self.num_prefix_tokens
         cells = table.shape[1] - prefix
         if old_grid is None:
@@ -214,6 +215,7 @@ class VisionTransformer(nn.Module):
                              f"{old_grid[0]}x{old_grid[1]} grid")
         return resample_abs_pos_embed(table, new_size=new_grid or tuple(self.patch_embed.grid_size),
                                       old_size=old_grid, num_prefix_tokens=prefix,
+                                      interpolation=self.config.pos_embed_interpolation,
                                       antialias=self.config.pos_embed_antialias)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

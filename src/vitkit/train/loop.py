@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import BatchMix, DataConfig, ShardedBatchSampler, load_splits
-from ..data.packed import PackCollate, default_max_tokens
+from ..data.packed import PackCollate
 from ..runtime import DistEnv, all_sum, autocast, setup, teardown
 from .distributed import full_state, load_full_state, wrap
 from .ema import ModelEma
@@ -327,7 +327,7 @@ class _Timed:
 
 
 def _pack_collate(options: TrainOptions, model: torch.nn.Module) -> PackCollate:
-    """Batches packed into sequences of `--max-tokens` (default: four full-size images) for this model."""
+    """Batches packed into sequences of `--max-tokens` (default: four full-size or full-budget images)."""
     patch = tuple(model.patch_embed.patch_size)
-    max_tokens = options.max_tokens or default_max_tokens(model.config.img_size, patch, model.num_prefix_tokens)
+    max_tokens = options.max_tokens or DataConfig.of(model.config).max_tokens(model.num_prefix_tokens)
     return PackCollate(patch, max_tokens, model.num_prefix_tokens)

@@ -16,6 +16,8 @@ def run_config(options: TrainOptions) -> ViTConfig:
         changes["img_size"] = options.img_size
     if options.packing:
         changes.update(dynamic_img_size=True, dynamic_img_pad=True, token_drop=options.token_drop)
+    if options.max_patches is not None:
+        changes["max_patches"] = options.max_patches
     if options.drop_path is not None:
         changes["drop_path_rate"] = options.drop_path
     if options.crop_pct is not None:

@@ -46,6 +46,7 @@ class TrainOptions:
     deterministic: bool = False
     packing: bool = False  # NaViT: images keep their aspect ratio and are packed into token sequences
     max_tokens: int | None = None  # tokens per packed sequence (default: four full-size images)
+    max_patches: int | None = None  # NaFlex patch budget per packed image (SigLIP2's sizing rule)
     token_drop: float = 0.0  # NaViT token dropping rate in packed training
     # Augmentation (`Augment`'s fields, flat as the command line has them); the in-memory digits take none of it.
     aa: str = Augment.aa
@@ -97,8 +98,12 @@ class TrainOptions:
             raise ValueError(f"--max-tokens must be a positive integer, got {self.max_tokens!r}")
         if not 0.0 <= self.token_drop < 1.0:
             raise ValueError(f"--token-drop must be in [0, 1), got {self.token_drop}")
+        if self.max_patches is not None and (not isinstance(self.max_patches, int) or self.max_patches <= 0):
+            raise ValueError(f"--max-patches must be a positive integer, got {self.max_patches!r}")
         if not self.packing and (self.max_tokens is not None or self.token_drop):
             raise ValueError("--max-tokens and --token-drop need --packing")
+        if not self.packing and self.max_patches is not None:
+            raise ValueError("--max-patches (a NaFlex patch budget per packed image) needs --packing")
         _ = self.augment  # building them checks --aa, --reprob, --color-jitter, --scale, --ratio, --hflip ...
         BatchMix(2, mixup=self.mixup, cutmix=self.cutmix, prob=self.mixup_prob, switch_prob=self.mixup_switch_prob)
         if self.packing and (self.mixup or self.cutmix):
