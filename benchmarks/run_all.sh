@@ -46,7 +46,7 @@ case "$SUITE" in
        ROUNDS=${ROUNDS:-3} ;;
   rope) TITLE="RoPE towers: DINOv3 against timm, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-8}
        ROUNDS=${ROUNDS:-3} ;;
-  naflex) TITLE="SigLIP2 NaFlex: packed vs padded, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-2}
+  naflex) TITLE="SigLIP2 NaFlex: packed vs padded, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-1}
        ROUNDS=${ROUNDS:-2} ;;
   *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed|rope|naflex]" >&2; exit 2 ;;
 esac
@@ -214,7 +214,7 @@ ROUNDS_ARG=(--rounds "$ROUNDS")
 if [ "$SUITE" = naflex ]; then
   # issue 25: a NaFlex tower on images of many shapes at two patch budgets, packed vs two padded peers
   script naflex_bench "SigLIP2 NaFlex, 64 images of sides 64-512 px, budgets 256 and 1024" --images 64 \
-    --min-side 64 --max-side 512 --budgets 256,1024 --depth 4 --steps "$STEPS" --rounds "$ROUNDS"
+    --min-side 64 --max-side 512 --budgets 256,1024 --depth 2 --steps "$STEPS" --rounds "$ROUNDS"
   echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
   python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
   echo "wrote BENCHMARKS.md ($OUT)" >&2
