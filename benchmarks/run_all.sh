@@ -215,7 +215,8 @@ if [ "$SUITE" = naflex ]; then
   # issue 25: a NaFlex tower on images of many shapes at two patch budgets, packed vs two padded peers
   script naflex_bench "SigLIP2 NaFlex, 64 images of sides 64-512 px, budgets 256 and 1024" --images 64 \
     --min-side 64 --max-side 512 --budgets 256,1024 --depth 2 --steps "$STEPS" --rounds "$ROUNDS"
-  echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
+  { echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)."; echo
+    python benchmarks/naflex_targets.py "$OUT/naflex_bench.json"; } >>"$SECTION"
   python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
   echo "wrote BENCHMARKS.md ($OUT)" >&2
   exit 0
