@@ -362,11 +362,18 @@ class VisionTransformer(nn.Module):
             self, batch, pre_logits=pre_logits, return_tokens=return_tokens, token_drop=token_drop
         )
 
-    def pack(self, images: Sequence[torch.Tensor] | torch.Tensor, max_tokens: int,
+    def pack(self, images: Sequence[torch.Tensor] | torch.Tensor, max_tokens: int | None = None,
              pad_to_patch: bool | None = None) -> PackedBatch:
-        """`vitkit.pack_images` with this model's patch size and prefix tokens (padding: `dynamic_img_pad`)."""
+        """`vitkit.pack_images` with this model's patch size and prefix tokens (padding: `dynamic_img_pad`).
+        `max_tokens` defaults to room for four images of the model's size (or patch budget, `max_patches`), and at
+        least the largest image given."""
         from ..packing import pack_images
 
+        if max_tokens is None:
+            (ph, pw), n = self.patch_embed.patch_size, self.num_prefix_tokens
+            largest = max((-(-image.shape[-2] // ph) * -(-image.shape[-1] // pw) for image in images), default=0)
+            cells = self.config.max_patches or math.prod(self.patch_embed.grid_size)
+            max_tokens = max(4 * (cells + n), largest + n)
         return pack_images(
             images, patch_size=self.patch_embed.patch_size, max_tokens=max_tokens,
             pad_to_patch=self.patch_embed.dynamic_img_pad if pad_to_patch is None else pad_to_patch,
