@@ -42,7 +42,8 @@ def test_fit_within_keeps_aspect_and_caps_the_longest_side():
 
 
 def test_pack_collate_makes_a_packed_batch_and_labels():
-    batch, labels = PackCollate((4, 4), 20, 1)([(torch.rand(3, 8, 12), 3), (torch.rand(3, 16, 16), 1)])
+    collate = PackCollate(20, dict(patch_size=(4, 4), num_prefix_tokens=1))
+    batch, labels = collate([(torch.rand(3, 8, 12), 3), (torch.rand(3, 16, 16), 1)])
     assert labels.tolist() == [3, 1] and batch.num_images == 2 and batch.num_prefix_tokens == 1
     assert batch.lengths.tolist() == [7, 17] and batch.num_sequences == 2
 

@@ -14,6 +14,7 @@ from .eva import convert_timm_eva
 from .hf_siglip import convert_hf_siglip
 from .hf_vit import convert_hf_vit
 from .keymap import Renamed, StateDict
+from .qwen_vl import convert_hf_qwen2_5_vl, convert_hf_qwen3_vl
 from .timm import convert_deepseek_vl2, convert_open_clip_timm, convert_timm, convert_timm_naflex
 from .vit_pytorch import convert_vit_pytorch, convert_vit_pytorch_simple
 
@@ -39,6 +40,10 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("open_clip", "OpenAI CLIP / OpenCLIP ViT (`visual.` tower, or a bare visual state dict)", convert_open_clip),
     Format("hf-dinov2", "Hugging Face Dinov2Model / Dinov2WithRegistersModel", convert_hf_dinov2),
     Format("dinov2", "original DINOv2 (facebookresearch torch.hub), with or without registers", convert_dinov2),
+    Format("hf-qwen2.5-vl", "Hugging Face Qwen2.5-VL vision tower, alone or in the whole VLM (`visual.`)",
+           convert_hf_qwen2_5_vl),
+    Format("hf-qwen3-vl", "Hugging Face Qwen3-VL vision tower, alone or in the whole VLM (`visual.`)",
+           convert_hf_qwen3_vl),
     Format("hf-dinov3", "Hugging Face DINOv3ViTModel", convert_hf_dinov3),
     Format("dinov3", "original DINOv3 (facebookresearch/dinov3): storage tokens, masked key bias", convert_dinov3),
     Format("vit-pytorch", "lucidrains vit-pytorch ViT", convert_vit_pytorch),
@@ -68,6 +73,10 @@ def detect_format(state_dict: StateDict) -> str | None:
         return "hf-vit" if _has(keys, "layernorm_before") else "hf-dinov2"
     if "embeddings.patch_embeddings.weight" in keys and _has(keys, "layer_scale1.lambda1"):
         return "hf-dinov3"
+    if _has(keys, "merger.ln_q.weight"):
+        return "hf-qwen2.5-vl"
+    if _has(keys, "merger.linear_fc1.weight"):
+        return "hf-qwen3-vl"
     if "storage_tokens" in keys:
         return "dinov3"
     if "embeds.proj.weight" in keys:

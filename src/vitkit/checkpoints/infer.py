@@ -70,9 +70,11 @@ def infer_vit_config(renamed: Renamed, overrides: dict[str, Any], default_size: 
                          "weights of a ViT in this layout")
     proj = sd["patch_embed.proj.weight"]
     dim = proj.shape[0]
-    if proj.dim() == 4:  # conv (D, C, ph, pw)
+    if proj.dim() == 5:  # 3D conv (D, C, frames, ph, pw)
+        found.setdefault("temporal_patch_size", proj.shape[2])
+    if proj.dim() >= 4:  # conv (D, C, [frames,] ph, pw)
         found.setdefault("in_chans", proj.shape[1])
-        found.setdefault("patch_size", tuple(proj.shape[2:]))
+        found.setdefault("patch_size", tuple(proj.shape[-2:]))
     elif "patch_size" not in found:  # linear (D, C * ph * pw): a square patch of in_chans channels
         chans = found.get("in_chans", 3)
         side = _square_side(proj.shape[1] // chans) if proj.shape[1] % chans == 0 else None
@@ -119,6 +121,8 @@ def infer_vit_config(renamed: Renamed, overrides: dict[str, Any], default_size: 
         num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
     )
     found["patch_bias"] = "patch_embed.proj.bias" in sd
+    if "merger.fc2.weight" in sd:
+        found.setdefault("merge_dim", sd["merger.fc2.weight"].shape[0])
     if "blocks.0.ls1.gamma" in sd:
         found.setdefault("init_values", 1e-5)
     has_norm, has_fc_norm = "norm.weight" in sd, "fc_norm.weight" in sd

@@ -62,7 +62,7 @@ def eval_command(
     collate = None
     if packing:
         tokens = max_tokens or data_config.max_tokens(model.num_prefix_tokens)
-        collate = PackCollate(tuple(model.patch_embed.patch_size), tokens, model.num_prefix_tokens)
+        collate = PackCollate.for_model(model, tokens)
     loader = torch.utils.data.DataLoader(splits.val, batch_size=batch_size, collate_fn=collate)
     result = evaluate(model, loader, model.num_classes, setup("cpu"))
     confusion = confusion or checkpoint / "confusion.png"

@@ -40,6 +40,9 @@ class DataConfig:
     interpolation: str = "bicubic"
     patch_size: tuple[int, int] = (16, 16)
     max_patches: int | None = None  # NaFlex: packed images sized to this many patches (see `naflex_size`)
+    min_pixels: int | None = None  # Qwen-VL: packed images sized to between min_pixels and max_pixels pixels,
+    max_pixels: int | None = None  # each side a multiple of `resize_factor` (see `smart_resize`)
+    resize_factor: int | None = None  # patch x merge_size; None: the patch size
 
     def __post_init__(self) -> None:
         for name in ("mean", "std"):
@@ -55,25 +58,64 @@ class DataConfig:
         if self.max_patches is not None and (isinstance(self.max_patches, bool) or not isinstance(
                 self.max_patches, int) or self.max_patches < 1):
             raise ValueError(f"max_patches must be a positive integer (a patch budget), got {self.max_patches!r}")
+        self._check_pixel_rule()
+
+    def _check_pixel_rule(self) -> None:
+        """Qwen-VL's bounds: positive integers, both or neither, min <= max, sides whole patches, not with NaFlex."""
+        for name in ("min_pixels", "max_pixels", "resize_factor"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer (or None: off), got {value!r}")
+        if (self.min_pixels is None) != (self.max_pixels is None):
+            raise ValueError("min_pixels and max_pixels go together (Qwen-VL's sizing rule needs both); "
+                             "set both or neither")
+        if self.min_pixels is None:
+            return
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels}); "
+                             "swap them or raise max_pixels")
+        if self.max_patches is not None:
+            raise ValueError("max_patches (SigLIP2's NaFlex budget) and min_pixels / max_pixels (Qwen-VL's bounds) are "
+                             "two sizing rules for the same images; set one of them")
+        factor = self._factor
+        if factor % self.patch_size[0] or factor % self.patch_size[1]:
+            raise ValueError(f"resize_factor ({factor}) must be a multiple of the patch size {tuple(self.patch_size)}, "
+                             "so that every side is whole patches; give patch x merge_size")
+
+    @property
+    def _factor(self) -> int:
+        """The multiple each side is rounded to under Qwen-VL's rule: `resize_factor`, else the patch size."""
+        return self.patch_size[0] if self.resize_factor is None else self.resize_factor
 
     @classmethod
     def of(cls, config: ViTConfig, max_patches: int | None = None) -> DataConfig:
-        """The data config of a model's ViTConfig; `max_patches` replaces the model's own patch budget."""
+        """The data config of a model's ViTConfig; `max_patches` replaces the model's own sizing rule (its patch
+        budget, or its Qwen-VL pixel bounds)."""
+        min_pixels, max_pixels = getattr(config, "min_pixels", None), getattr(config, "max_pixels", None)
+        if max_patches is not None:
+            min_pixels = max_pixels = None
         return cls(tuple(config.img_size), config.in_chans, tuple(config.mean), tuple(config.std),
                    config.crop_pct, config.interpolation, tuple(config.patch_size),
-                   config.max_patches if max_patches is None else max_patches)
+                   config.max_patches if max_patches is None else max_patches,
+                   min_pixels, max_pixels, config.patch_size[0] * getattr(config, "merge_size", 1))
 
     def fit(self, interpolation: v2.InterpolationMode) -> Transform:
-        """How a packed image is sized: to its NaFlex grid under `max_patches`, else its longer side capped at the
-        model's image size; the aspect ratio kept either way."""
+        """How a packed image is sized: to its NaFlex grid under `max_patches`, to Qwen-VL's `smart_resize` size
+        under `min_pixels` / `max_pixels`, else its longer side capped at the model's image size; the aspect ratio
+        kept (as nearly as whole patches allow) every way."""
         if self.max_patches is not None:
             return NaFlexResize(self.patch_size, self.max_patches, interpolation)
+        if self.min_pixels is not None and self.max_pixels is not None:
+            return SmartResize(self._factor, self.min_pixels, self.max_pixels, interpolation)
         return FitWithin(max(self.img_size), interpolation)
 
     def max_tokens(self, num_prefix_tokens: int) -> int:
-        """Tokens per packed sequence by default: room for four images of the model's full size (or budget)."""
+        """Tokens per packed sequence by default: room for four images of the model's full size (or budget, or
+        `max_pixels`)."""
         if self.max_patches is not None:
             return 4 * (self.max_patches + num_prefix_tokens)
+        if self.max_pixels is not None:
+            return 4 * (self.max_pixels // (self.patch_size[0] * self.patch_size[1]) + num_prefix_tokens)
         side = max(self.img_size)
         return 4 * (-(-side // self.patch_size[0]) * -(-side // self.patch_size[1]) + num_prefix_tokens)
 
@@ -229,6 +271,49 @@ class NaFlexResize:
         if isinstance(image, Image.Image):  # resize the decoded pixels as a tensor, as SigLIP2's processor does
             image = TF.pil_to_tensor(image)
         size = naflex_size(*TF.get_size(image), self.patch_size, self.max_patches)
+        return TF.resize(image, list(size), interpolation=self.interpolation, antialias=True)
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL / Qwen2.5-VL / Qwen3-VL's target size for a height x width image: each side rounded to a multiple
+    of `factor` (patch x merge_size), then, if the pixel count falls outside [min_pixels, max_pixels], both sides
+    scaled by one factor (floored to fit under the maximum, ceiled to reach the minimum); the same arithmetic as
+    transformers' `qwen2_vl.image_processing_qwen2_vl.smart_resize`, so the same sizes, overshoots included (a side
+    is never below `factor`, so a very long thin image can exceed max_pixels). Aspect ratios over 200 are refused,
+    as there."""
+    if min(height, width) < 1:
+        raise ValueError(f"an image to resize must have positive sides, got {height} x {width}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"a {height} x {width} image has an aspect ratio of "
+                         f"{max(height, width) / min(height, width):g}, over the 200 Qwen-VL's smart_resize allows; "
+                         "crop or pad it to at most 200:1")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+class SmartResize:
+    """Resize to the image's Qwen-VL size (`smart_resize`): sides multiples of `factor`, between `min_pixels` and
+    `max_pixels` pixels; antialiased bicubic on the uint8 pixels as a tensor, before any rescaling: Qwen2-VL's
+    (torchvision) image processor, to the bit."""
+
+    def __init__(self, factor: int, min_pixels: int, max_pixels: int,
+                 interpolation: v2.InterpolationMode = v2.InterpolationMode.BICUBIC) -> None:
+        self.factor, self.min_pixels, self.max_pixels = factor, min_pixels, max_pixels
+        self.interpolation = interpolation
+
+    def __call__(self, image: Any) -> Any:
+        if isinstance(image, Image.Image):  # resize the decoded pixels as a tensor, as Qwen2-VL's processor does
+            image = TF.pil_to_tensor(image)
+        size = smart_resize(*TF.get_size(image), self.factor, self.min_pixels, self.max_pixels)
         return TF.resize(image, list(size), interpolation=self.interpolation, antialias=True)
 
 

@@ -124,12 +124,11 @@ def embed(
     src: Source = tensor_source(images) if prepared else open_source(images, data_config, split=split,
                                                                         packing=packing)
     device = next(model.parameters()).device
-    patch, prefix = tuple(model.patch_embed.patch_size), model.num_prefix_tokens
     if packing:
-        max_tokens = max_tokens or data_config.max_tokens(prefix)
+        max_tokens = max_tokens or data_config.max_tokens(model.num_prefix_tokens)
     elif max_tokens is not None:
         raise ValueError("max_tokens needs packing=True")
-    collate = _Collate(PackCollate(patch, max_tokens, prefix) if packing else None)
+    collate = _Collate(PackCollate.for_model(model, max_tokens) if packing else None)
     layout = Layout(len(src.names), shard_rows)
     pending = list(range(layout.num_shards))
     key = None
@@ -138,7 +137,7 @@ def embed(
             if packing:
                 raise ValueError("pool 'none' keeps every token, and packed images have different token counts: "
                                  "drop --packing, or pick a pool")
-            tokens = prefix + model.patch_embed.num_patches
+            tokens = model.num_prefix_tokens + model.patch_embed.num_patches
             shard_rows = max(1, min(shard_rows, NONE_SHARD_BYTES // (tokens * model.num_features * 4)))
             layout = Layout(len(src.names), shard_rows)
         out = Path(out)

@@ -4,6 +4,7 @@ from .activations import ACTIVATIONS, QuickGELU, activation_name, create_activat
 from .attention import EfficientAttention
 from .block import TransformerBlock
 from .drop import DropPath, LayerScale
+from .merge import PatchMerger
 from .mlp import MLP_LAYERS, Mlp, SwiGLU, SwiGLUPacked, mlp_layer_name
 from .norm import NORMS, create_norm, norm_name
 from .patch_embed import NormLinearPatchEmbed, PatchEmbed, check_finite, check_images, to_2tuple
@@ -27,6 +28,7 @@ __all__ = [
     "Mlp",
     "NormLinearPatchEmbed",
     "PatchEmbed",
+    "PatchMerger",
     "QuickGELU",
     "RopeVariant",
     "RotaryEmbedding2D",

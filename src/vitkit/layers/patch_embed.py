@@ -71,8 +71,10 @@ class PatchEmbed(nn.Module):
         strict_img_size: bool = True,
         dynamic_img_pad: bool = False,
         crop_remainder: bool = False,
+        temporal_patch_size: int = 1,
     ) -> None:
         super().__init__()
+        self.temporal_patch_size = temporal_patch_size
         self.img_size = to_2tuple(img_size, "img_size")
         self.patch_size = to_2tuple(patch_size, "patch_size")
         self.in_chans = in_chans
@@ -84,7 +86,20 @@ class PatchEmbed(nn.Module):
         self.proj = self._projection(embed_dim, bias)
 
     def _projection(self, embed_dim: int, bias: bool) -> nn.Module:
+        if self.temporal_patch_size > 1:
+            kernel = (self.temporal_patch_size, *self.patch_size)
+            return nn.Conv3d(self.in_chans, embed_dim, kernel_size=kernel, stride=kernel, bias=bias)
         return nn.Conv2d(self.in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, bias=bias)
+
+    @property
+    def patch_width(self) -> int:
+        """Pixels in one flattened patch: channels x frames x patch height x patch width."""
+        return self.in_chans * self.temporal_patch_size * self.patch_size[0] * self.patch_size[1]
+
+    def _image_weight(self) -> torch.Tensor:
+        """The kernel seen by a still image: a 3D kernel summed over its frames (T equal frames), (D, C, ph, pw)."""
+        weight = self.proj.weight
+        return weight.sum(2) if weight.dim() == 5 else weight
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
         """The patch grid an image of this size gives (after padding or cropping, as configured)."""
@@ -114,11 +129,17 @@ class PatchEmbed(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, flatten: bool = True) -> torch.Tensor:
-        x = self.proj(self._checked(x)).permute(0, 2, 3, 1)  # (B, D, h, w) -> (B, h, w, D)
+        x = self._checked(x)
+        if self.temporal_patch_size > 1:
+            x = F.conv2d(x, self._image_weight(), self.proj.bias, stride=self.patch_size)
+        else:
+            x = self.proj(x)
+        x = x.permute(0, 2, 3, 1)  # (B, D, h, w) -> (B, h, w, D)
         return x.flatten(1, 2) if flatten else x
 
     def embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        """Already cut patches (P, C*ph*pw), each flattened in (C, ph, pw) order -> tokens (P, D)."""
+        """Already cut patches (P, C*T*ph*pw), each flattened in (C, T, ph, pw) order (T = temporal_patch_size;
+        without it, (C, ph, pw)) -> tokens (P, D)."""
         return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)
 
 

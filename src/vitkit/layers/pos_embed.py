@@ -13,10 +13,12 @@ def resample_abs_pos_embed(
     num_prefix_tokens: int = 1,
     interpolation: str = "bicubic",
     antialias: bool = True,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Resample a (1, prefix + h*w, D) table to `new_size`, keeping prefix rows; interpolates in float32.
 
     `antialias=True` is timm's flavour; False is HF's `interpolate_pos_encoding` (bicubic, no antialias).
+    `align_corners=True` maps the corner cells onto each other (Qwen3-VL's bilinear resize).
     """
     num_new = new_size[0] * new_size[1] + num_prefix_tokens
     if old_size is None:
@@ -27,7 +29,8 @@ def resample_abs_pos_embed(
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     dim = pos_embed.shape[-1]
     grid = grid.float().reshape(1, old_size[0], old_size[1], dim).permute(0, 3, 1, 2)  # (1, D, h, w)
-    grid = F.interpolate(grid, size=tuple(new_size), mode=interpolation, antialias=antialias)
+    grid = F.interpolate(grid, size=tuple(new_size), mode=interpolation, antialias=antialias,
+                         align_corners=align_corners)
     grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)  # (1, h'*w', D)
     return torch.cat([prefix, grid], dim=1) if num_prefix_tokens else grid
 

@@ -7,6 +7,8 @@ layout of the rotated pairs. The entries are the ones timm's `eva.py` builds (`l
   pairs (i, i + D/2) ("rotate half"). DINOv3, and timm's RotaryEmbeddingDinoV3.
 - 'eva02': cell indices (+ `offset`, rescaled to a reference grid when one is given), angle c · theta^(-4i/D)
   (theta 10000), adjacent pairs. EVA-02, Perception Encoder; timm's RotaryEmbeddingCat.
+- 'qwen': cell indices, angle c · theta^(-4i/D) (theta 10000), pairs (i, i + D/2): Qwen2-VL, Qwen2.5-VL and
+  Qwen3-VL's vision towers ("axial" RoPE in transformers).
 - 'mixed': cell indices, angles c_0·f_0 + c_1·f_1 with learned frequencies per block and head, adjacent pairs
   (RoPE-Mixed, Heo et al. 2024; timm's RotaryEmbeddingMixed, key `rope.freqs`).
 
@@ -67,6 +69,7 @@ class RopeVariant:
 ROPES: dict[str, RopeVariant] = {
     "dinov3": RopeVariant(centred, 100.0, half=True, bands=periods, angle=lambda c, b: 2 * math.pi * c / b),
     "eva02": RopeVariant(cell_index, 10000.0, half=False, bands=inverse_frequencies, angle=lambda c, b: c * b),
+    "qwen": RopeVariant(cell_index, 10000.0, half=True, bands=inverse_frequencies, angle=lambda c, b: c * b),
     "mixed": RopeVariant(cell_index, 10.0, half=False),
 }
 ROPE_NAMES = ("none", *ROPES)

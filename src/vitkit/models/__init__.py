@@ -13,6 +13,8 @@ from .config import (
 )
 from .registry import (
     NAFLEX,
+    QWEN2_5_VL,
+    QWEN3_VL,
     ModelInfo,
     attention_argument,
     build_model,
@@ -22,6 +24,7 @@ from .registry import (
     model_info,
 )
 from .simple_vit import SimpleViT
+from .tower import VisionTokens
 from .vision_transformer import VisionTransformer
 
 __all__ = [
@@ -29,9 +32,12 @@ __all__ = [
     "IMAGENET_STD",
     "INTERPOLATIONS",
     "NAFLEX",
+    "QWEN2_5_VL",
+    "QWEN3_VL",
     "ModelInfo",
     "SimpleViT",
     "ViTConfig",
+    "VisionTokens",
     "VisionTransformer",
     "attention_argument",
     "build_model",

@@ -142,6 +142,14 @@ class ViTConfig(_Config):
     evaluation resizes the shorter side to img_size / crop_pct and takes the centre crop. `max_patches` is a NaFlex
     patch budget: packed inputs are resized, keeping their aspect ratio, to the largest grid of at most that many
     patches (SigLIP2's rule, `vitkit.data.naflex_size`) instead of capping the longer side at img_size.
+    `min_pixels` / `max_pixels` are Qwen-VL's sizing rule instead (`vitkit.data.smart_resize`): sides rounded to
+    multiples of patch x merge_size, the pixel count kept between the two.
+    `temporal_patch_size` > 1 embeds patches of that many frames with one 3D convolution (Qwen-VL: a still image is
+    that many equal frames; a clip of T frames gives T / temporal_patch_size token grids). `window_size` (in patches)
+    makes every block but `full_attention_blocks` attend within square windows of the grid (Qwen2.5-VL).
+    `pos_embed_align_corners` resamples the learned table with corners aligned (Qwen3-VL). `merge_size` > 1 adds a
+    patch merger: each merge_size x merge_size group of final tokens becomes one token `merge_dim` wide (the tokens
+    a language model receives); `deepstack` names blocks whose tokens each get their own merger too (Qwen3-VL).
     `rope` names a 2D rotary position embedding (`vitkit.layers.ROPES`: 'dinov3', 'eva02', 'mixed'; beside or
     instead of `pos_embed`): `rope_theta` its base (None: the variant's), `rope_grid` EVA-02's reference grid,
     `rope_offset` added to cell positions, `rope_indexing` 'ij' (row first) or 'xy', `rope_shift` / `rope_jitter` /
@@ -218,6 +226,15 @@ class ViTConfig(_Config):
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
     max_patches: int | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    temporal_patch_size: int = 1
+    window_size: int | None = None
+    full_attention_blocks: tuple[int, ...] = ()
+    pos_embed_align_corners: bool = False
+    merge_size: int = 1
+    merge_dim: int | None = None
+    deepstack: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place once, here
@@ -288,6 +305,7 @@ class ViTConfig(_Config):
         if self.patch_embed not in PATCH_EMBEDS:
             raise ValueError(f"patch_embed must be one of {PATCH_EMBEDS}, got {self.patch_embed!r}")
         self._check_rope()
+        self._check_tower()
         if self.pos_embed == "sincos" and self.embed_dim % 4:
             raise ValueError(f"pos_embed='sincos' needs embed_dim divisible by 4, got {self.embed_dim}")
         if self.init_values is not None and self.init_values <= 0:
@@ -322,6 +340,35 @@ class ViTConfig(_Config):
             value = getattr(self, name)
             if value is not None and value < low:
                 raise ValueError(f"{name} must be >= {low:g} (or None: off), got {value}")
+
+    def _check_tower(self) -> None:
+        """The VLM-tower fields: frames per patch, windows, merger, deepstack and Qwen-VL's pixel bounds."""
+        for name in ("temporal_patch_size", "merge_size"):
+            _positive_int(name, getattr(self, name))
+        for name in ("merge_dim", "window_size", "min_pixels", "max_pixels"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if (self.min_pixels is None) != (self.max_pixels is None):
+            raise ValueError("min_pixels and max_pixels go together (Qwen-VL's sizing rule); set both or neither")
+        if self.min_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})")
+        tokens_wise = [name for name, on in (("merge_size > 1", self.merge_size > 1),
+                                             ("window_size", self.window_size is not None)) if on]
+        if tokens_wise and self.num_prefix_tokens:
+            raise ValueError(f"{' and '.join(tokens_wise)} group patch tokens by their cells, so the model can have no "
+                             "class or register tokens; set class_token=False, reg_tokens=0")
+        if self.window_size is not None and self.window_size % self.merge_size:
+            raise ValueError(f"window_size ({self.window_size} patches) must be a multiple of merge_size "
+                             f"({self.merge_size}): a merged group never straddles two windows")
+        if self.full_attention_blocks and self.window_size is None:
+            raise ValueError("full_attention_blocks name the blocks that skip window attention; set window_size too")
+        if self.deepstack and self.merge_size == 1:
+            raise ValueError("deepstack features are merged tokens of earlier blocks; set merge_size > 1")
+        for name in ("full_attention_blocks", "deepstack"):
+            indices = tuple(getattr(self, name))
+            if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.depth for i in indices):
+                raise ValueError(f"{name} must be block indices in 0..{self.depth - 1}, got {list(indices)}")
+            object.__setattr__(self, name, tuple(sorted(set(indices))))
 
     @property
     def num_blocks(self) -> int:

@@ -15,6 +15,7 @@ import torch
 from ..attention import Segments
 from ..layers import BlockRotations, pool_segments
 from ..packing import PackedBatch, TokenDrop
+from . import tower
 
 if TYPE_CHECKING:
     from .vision_transformer import VisionTransformer
@@ -31,12 +32,17 @@ def check(model: VisionTransformer, batch: PackedBatch, *, prefix: bool = True) 
             f"the batch was packed with patch_size {batch.patch_size}, the model's is {patch}; "
             f"pack with pack_images(..., patch_size={patch})"
         )
-    width = model.patch_embed.in_chans * patch[0] * patch[1]
+    frames = model.config.temporal_patch_size
+    width = model.patch_embed.in_chans * frames * patch[0] * patch[1]
     if batch.patches.shape[1] != width:
         raise ValueError(
-            f"the batch's images have {batch.patches.shape[1] // (patch[0] * patch[1])} channels, "
-            f"the model takes {model.patch_embed.in_chans}"
+            f"the batch's patches hold {batch.patches.shape[1] // (patch[0] * patch[1])} channels x frames, the "
+            f"model takes {model.patch_embed.in_chans} channels x {frames} frame(s); pack with model.pack(...)"
         )
+    tiles = tower.tiles(model.config)
+    if tuple(batch.tiles) != tiles:
+        raise ValueError(f"the batch's patches are ordered in tiles {batch.tiles}, the model needs {tiles} (windows, "
+                         "merge groups); pack with model.pack(...)")
     if prefix and batch.num_prefix_tokens != model.num_prefix_tokens:
         raise ValueError(
             f"the batch was packed for {batch.num_prefix_tokens} prefix tokens, the model has "
@@ -109,25 +115,36 @@ def rope_packed(model: VisionTransformer, batch: PackedBatch) -> BlockRotations 
     return BlockRotations(model.rope, coords, valid, (batch.num_sequences, batch.seq_len))
 
 
-def forward_features(model: VisionTransformer, batch: PackedBatch, depth: int, norm: bool) -> torch.Tensor:
+def forward_features(model: VisionTransformer, batch: PackedBatch, depth: int, norm: bool,
+                     taps: dict[int, torch.Tensor | None] | None = None) -> torch.Tensor:
     """`VisionTransformer.forward_features` of a packed batch: tokens (S, T, D) after the first `depth` blocks,
-    final norm applied with `norm`, in the batch's layout (padding slots meaningless)."""
+    final norm applied with `norm`, in the batch's layout (padding slots meaningless). The outputs of the blocks
+    named in `taps` are stored there, in the same layout."""
     check(model, batch)
     x = embed_packed(model, batch)  # (S, T, D)
     ids = batch.image_ids  # (S, T)
+    windows = None if model.config.window_size is None else tower.packed_windows(model.config, batch)
     rope = rope_packed(model, batch)
+    parts: dict[int, list[torch.Tensor]] = {i: [] for i in taps or ()}
 
     def run(start: int, stop: int) -> torch.Tensor:
         part = None if rope is None else rope.select(start, stop)
-        out = model.forward_blocks(x[start:stop], Segments(ids[start:stop]), depth, part)
+        window = None if windows is None else Segments(windows[start:stop])
+        chunk_taps = dict.fromkeys(parts)
+        out = model.forward_blocks(x[start:stop], Segments(ids[start:stop]), depth, part, window, chunk_taps)
+        for i, tokens in chunk_taps.items():
+            parts[i].append(tokens)
         return model.norm(out) if norm else out
 
     rows = max(1, CHUNK_TOKENS // batch.seq_len)
     if rows >= batch.num_sequences:
-        return run(0, batch.num_sequences)
-    out = torch.empty_like(x)  # filled chunk by chunk: a chunk's result is freed once copied in
-    for i in range(0, batch.num_sequences, rows):
-        out[i : i + rows] = run(i, i + rows)
+        out = run(0, batch.num_sequences)
+    else:
+        out = torch.empty_like(x)  # filled chunk by chunk: a chunk's result is freed once copied in
+        for i in range(0, batch.num_sequences, rows):
+            out[i : i + rows] = run(i, i + rows)
+    if taps is not None:
+        taps.update({i: torch.cat(chunks) if len(chunks) > 1 else chunks[0] for i, chunks in parts.items()})
     return out
 
 
@@ -161,14 +178,22 @@ def forward_packed(
 ) -> torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
     """Per-image logits (I, classes), or pooled features with `pre_logits` / without a head, image order.
 
-    `global_pool=''` or `ignore_head` returns each image's tokens instead (a list of (prefix + h*w, D));
-    `return_tokens` returns (pooled, tokens). Token dropping applies in training mode only.
+    `global_pool=''` or `ignore_head` returns each image's tokens instead (a list of (prefix + h*w, D); a merging
+    model's merged tokens per image or clip); `return_tokens` returns (pooled, tokens). Token dropping applies in
+    training mode only.
     """
     batch = prepare(model, batch, token_drop)
     x = model.forward_features(batch)
-    if model.ignore_head or model.resolve_pool() == "none":
-        return batch.unpack(x)
-    out = model.head_drop(model.fc_norm(model.pool(x, batch=batch)))
+    pool = model.resolve_pool()
+    if model.merger is not None:  # the tokens are the merged ones, pooled from there
+        tokens = tower.merge_packed(model.merger, x, batch)
+        pooled = None if model.ignore_head or pool == "none" else tower.reduce(tokens, pool)
+    else:
+        tokens = batch.unpack(x)
+        pooled = None if model.ignore_head or pool == "none" else model.pool(x, batch=batch)
+    if pooled is None:
+        return tokens
+    out = model.head_drop(model.fc_norm(pooled))
     if not pre_logits:
         out = model.head(out)
-    return (out, batch.unpack(x)) if return_tokens else out
+    return (out, tokens) if return_tokens else out

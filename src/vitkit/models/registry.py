@@ -73,6 +73,37 @@ _ROPE_MIXED_NAMES = {
         rope_indexing="xy", init_values=1e-5, mean=IMAGENET_MEAN, std=IMAGENET_STD, **_TIMM)
     for size, (dim, depth, heads) in {"small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}.items()
 }
+# The vision towers of Qwen2.5-VL and Qwen3-VL (transformers' Qwen2_5_VisionTransformerPretrainedModel and
+# Qwen3VLVisionModel): patches of 2 frames (a still image twice), Qwen's axial RoPE, no class token, no final norm,
+# 2 x 2 patch merger to the language model's width; images sized by Qwen's `smart_resize` (sides multiples of 28 / 32,
+# pixels between min_pixels and max_pixels), bicubic, never cropped. `img_size` is only a default for dense batches.
+_QWEN_VL = dict(temporal_patch_size=2, class_token=False, rope="qwen", final_norm=False, global_pool="avg",
+                fc_norm=False, num_classes=0, merge_size=2, dynamic_img_size=True, norm_eps=1e-6, crop_pct=1.0,
+                interpolation="bicubic")
+# Qwen2.5-VL: RMSNorm, SwiGLU with biases, no position table, 8 x 8-patch (112 px) windows but in every 8th block;
+# OpenAI CLIP's mean / std.
+QWEN2_5_VL = dict(_QWEN_VL, patch_size=14, img_size=448, pos_embed="none", norm_layer="rmsnorm", mlp_layer="swiglu",
+                  act_layer="silu", patch_bias=False, mean=CLIP_MEAN, std=CLIP_STD)
+# Qwen3-VL: LayerNorm, GELU-tanh MLP, a learned 48 x 48 table resized bilinearly with corners aligned; mean / std 0.5.
+QWEN3_VL = dict(_QWEN_VL, patch_size=16, img_size=768, pos_embed_interpolation="bilinear", pos_embed_antialias=False,
+                pos_embed_align_corners=True, act_layer="gelu_tanh")
+# Released towers: Qwen/Qwen2.5-VL-{3B,7B,32B,72B}-Instruct and Qwen/Qwen3-VL-* config.json, preprocessor_config.json.
+_QWEN2_5_NAMES = {
+    f"qwen2_5_vl_vision_{size}": ViTConfig(
+        embed_dim=1280, depth=32, num_heads=16, mlp_hidden_dim=mlp, merge_dim=out, window_size=8,
+        full_attention_blocks=(7, 15, 23, 31), min_pixels=56 * 56, max_pixels=28 * 28 * 16384, **QWEN2_5_VL)
+    for size, (mlp, out) in {"3b": (3420, 2048), "7b": (3420, 3584), "32b": (3456, 5120),
+                             "72b": (3456, 8192)}.items()
+}
+_QWEN3_NAMES = {
+    f"qwen3_vl_vision_{size}": ViTConfig(
+        embed_dim=dim, depth=depth, num_heads=16, mlp_hidden_dim=mlp, merge_dim=out, deepstack=stack,
+        min_pixels=65536, max_pixels=16777216, **QWEN3_VL)
+    for size, (dim, depth, mlp, out, stack) in {
+        "2b": (1024, 24, 4096, 2048, (5, 11, 17)), "4b": (1024, 24, 4096, 2560, (5, 11, 17)),
+        "8b": (1152, 27, 4304, 4096, (8, 16, 24)), "32b": (1152, 27, 4304, 5120, (8, 16, 24)),
+        "30b_a3b": (1152, 27, 4304, 2048, (8, 16, 24)), "235b_a22b": (1152, 27, 4304, 4096, (8, 16, 24))}.items()
+}
 
 _CONFIGS: dict[str, ViTConfig] = {
     # timm / AugReg ViTs (ImageNet-21k -> 1k), the timm models of the same name; mean/std 0.5 as their weights expect.
@@ -118,6 +149,8 @@ _CONFIGS: dict[str, ViTConfig] = {
     **_DINOV3_NAMES,
     **_EVA02_NAMES,
     **_ROPE_MIXED_NAMES,
+    **_QWEN2_5_NAMES,
+    **_QWEN3_NAMES,
 }
 
 
@@ -193,6 +226,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "NAFLEX",
+    "QWEN2_5_VL",
+    "QWEN3_VL",
     "ModelInfo",
     "attention_argument",
     "build_model",

@@ -22,6 +22,7 @@ from ..layers import (
     LayerScale,
     NormLinearPatchEmbed,
     PatchEmbed,
+    PatchMerger,
     RotaryEmbedding2D,
     TransformerBlock,
     check_finite,
@@ -31,8 +32,9 @@ from ..layers import (
     sincos_2d,
 )
 from ..packing import PackedBatch, TokenDrop
-from . import packed_forward
+from . import packed_forward, tower
 from .config import ViTConfig
+from .tower import VisionTokens
 
 # Seed 000's positional order, so `VisionTransformer(224, 16, 3, 1000, ...)` means what it meant there.
 SEED_POSITIONAL = (
@@ -106,6 +108,8 @@ class VisionTransformer(nn.Module):
             dynamic_img_pad=cfg.dynamic_img_pad,
             crop_remainder=cfg.crop_remainder,
         )
+        if cfg.temporal_patch_size > 1:
+            embed_args["temporal_patch_size"] = cfg.temporal_patch_size
         try:
             self.patch_embed = embed_layer(**embed_args)
         except TypeError as err:
@@ -153,6 +157,10 @@ class VisionTransformer(nn.Module):
             if cfg.global_pool == "map"
             else None
         )
+        merger = functools.partial(PatchMerger, cfg.embed_dim, cfg.merge_dim or cfg.embed_dim, cfg.merge_size,
+                                   cfg.norm_layer, cfg.norm_eps)
+        self.merger = merger() if cfg.merge_size > 1 else None
+        self.deepstack = nn.ModuleList([merger(norm_merged=True) for _ in cfg.deepstack])
         use_fc_norm = cfg.final_norm and cfg.use_fc_norm
         self.fc_norm = create_norm(cfg.norm_layer, cfg.embed_dim, cfg.norm_eps) if use_fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(cfg.head_drop_rate)
@@ -216,7 +224,8 @@ class VisionTransformer(nn.Module):
         return resample_abs_pos_embed(table, new_size=new_grid or tuple(self.patch_embed.grid_size),
                                       old_size=old_grid, num_prefix_tokens=prefix,
                                       interpolation=self.config.pos_embed_interpolation,
-                                      antialias=self.config.pos_embed_antialias)
+                                      antialias=self.config.pos_embed_antialias,
+                                      align_corners=self.config.pos_embed_align_corners)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> tokens (B, prefix + h*w, D), position embedding added."""
@@ -233,6 +242,9 @@ class VisionTransformer(nn.Module):
             x = torch.cat([*prefix, x], dim=1)
         if pos is not None and not self.no_embed_class:
             x = x + pos.to(x.dtype)
+        order = tower.dense_order(self.config, h, w, x.device)
+        if order is not None:
+            x = x[:, order]  # merge groups consecutive (a merging model has no prefix tokens)
         return self.norm_pre(self.pos_drop(x))
 
     def rope_for(self, height: int, width: int) -> BlockRotations | None:
@@ -243,51 +255,75 @@ class VisionTransformer(nn.Module):
         device = next(self.parameters()).device
         n, cells = self.num_prefix_tokens, height * width
         index = torch.arange(-n, cells, device=device).clamp(min=0)  # prefix slots: any cell, masked below
+        order = tower.dense_order(self.config, height, width, device)
+        if order is not None:
+            index = order
         rows, cols = index // width, index % width
         size = torch.ones_like(index)
         coords = self.rope.coordinates(rows, cols, size * height, size * width)
         return BlockRotations(self.rope, coords, torch.arange(-n, cells, device=device) >= 0)
 
     def _block(self, index: int, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None,
-               rope: BlockRotations | None) -> torch.Tensor:
+               rope: BlockRotations | None, windows: torch.Tensor | Segments | None = None) -> torch.Tensor:
         """Run block `index` on the model's kernel choice, recomputing it in backward when it is among the first N
-        to recompute (under the same `attention.use` scope as its forward)."""
+        to recompute (under the same `attention.use` scope as its forward). A windowed block attends by `windows`."""
         block, rotation = self.blocks[index], None if rope is None else rope[index]
+        if tower.windowed(self.config, index):
+            attn_mask = windows
         if index < self.num_recomputing_layers and torch.is_grad_enabled():
             return checkpoint(block, x, attn_mask, self.attention_choice, rotation, use_reentrant=False,
                               context_fn=checkpoint_contexts)
         return block(x, attn_mask, self.attention_choice, rotation)
 
     def forward_blocks(self, x: torch.Tensor, attn_mask: torch.Tensor | Segments | None = None,
-                       depth: int | None = None, rope: BlockRotations | None = None) -> torch.Tensor:
+                       depth: int | None = None, rope: BlockRotations | None = None,
+                       windows: torch.Tensor | Segments | None = None,
+                       taps: dict[int, torch.Tensor | None] | None = None) -> torch.Tensor:
         """Tokens (B, T, D) through the first `depth` blocks (default: all), the first `num_recomputing_layers`
         recomputed in backward. `attn_mask`: a mask tensor, or `Segments` for packed sequences. A RoPE model needs
-        its tokens' rotations, `rope` (`rope_for(h, w)`); `forward_features` finds them itself."""
+        its tokens' rotations, `rope` (`rope_for(h, w)`), and a windowed one its `windows` (mask or segments);
+        `forward_features` finds them itself. The output of each block named in `taps` is stored there."""
         if self.rope is not None and rope is None:
             raise ValueError("this model rotates q and k by patch position (rope="
                              f"{self.config.rope!r}): pass rope=model.rope_for(h, w), or call forward_features")
+        if self.config.window_size is not None and windows is None:
+            raise ValueError("this model attends within windows in some blocks: pass their mask or segments as "
+                             "windows=, or call forward_features")
         for i in range(len(self.blocks) if depth is None else depth):
-            x = self._block(i, x, attn_mask, rope)
+            x = self._block(i, x, attn_mask, rope, windows)
+            if taps is not None and i in taps:
+                taps[i] = x
         return x
 
     def _grid_rope(self, images: torch.Tensor) -> BlockRotations | None:
         return None if self.rope is None else self.rope_for(*self.patch_embed.grid_for(*images.shape[-2:]))
 
+    def _grid_windows(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The window mask of dense images' tokens (None without window attention)."""
+        if self.config.window_size is None:
+            return None
+        h, w = self.patch_embed.grid_for(*images.shape[-2:])
+        return tower.dense_windows(self.config, h, w, tower.dense_order(self.config, h, w, images.device),
+                                   images.device)
+
     def forward_features(self, x: torch.Tensor | PackedBatch, attn_mask: torch.Tensor | None = None, *,
-                         layer: int | None = None, norm: bool = True) -> torch.Tensor:
+                         layer: int | None = None, norm: bool = True,
+                         taps: dict[int, torch.Tensor | None] | None = None) -> torch.Tensor:
         """Images (B, C, H, W) -> tokens (B, T, D). A `PackedBatch` (from `model.pack`) -> tokens (S, T, D) in the
         batch's layout: pool them with `pool(tokens, batch=batch)` or split them with `batch.unpack`.
 
         `layer` is the block whose output to take: None or -1 the last, -2 the one before (DeepSeek-VL2's
-        `select_layer`), 0..depth-1 counted from the first. `norm` applies the final norm.
+        `select_layer`), 0..depth-1 counted from the first. `norm` applies the final norm. `taps` (a dict keyed by
+        block index) receives those blocks' outputs. A merging model's tokens come merge group by merge group
+        (`vitkit.models.tower`).
         """
         depth = self.blocks_to_run(layer)
         if isinstance(x, PackedBatch):
             if attn_mask is not None:
                 raise ValueError("a PackedBatch takes its attention mask from its segments; leave attn_mask=None")
-            return packed_forward.forward_features(self, x, depth, norm)
+            return packed_forward.forward_features(self, x, depth, norm, taps)
         tokens = self.embed(x)
-        tokens = self.forward_blocks(tokens, attn_mask, depth, self._grid_rope(x))
+        tokens = self.forward_blocks(tokens, attn_mask, depth, self._grid_rope(x), self._grid_windows(x), taps)
         return self.norm(tokens) if norm else tokens
 
     def blocks_to_run(self, layer: int | None) -> int:
@@ -318,8 +354,12 @@ class VisionTransformer(nn.Module):
              batch: PackedBatch | None = None) -> torch.Tensor | list[torch.Tensor]:
         """Tokens -> one row per image by `pool` (see `resolve_pool`; default: the model's own). Tokens (B, T, D)
         -> (B, D); packed tokens (S, T, D) with their `batch` -> (I, D) in image order, each image pooled over its
-        own tokens. 'none' keeps the tokens: (B, T, D), or each image's (T_i, D) for packed ones."""
+        own tokens. 'none' keeps the tokens: (B, T, D), or each image's (T_i, D) for packed ones. A model with a
+        patch merger merges the tokens first (per image or clip, see `encode`) and pools those."""
         pool = self.resolve_pool(pool)
+        if self.merger is not None:  # merged tokens first, then pooled
+            merged = tower.merge_packed(self.merger, tokens, batch) if batch is not None else self.merger(tokens)
+            return tower.reduce(merged, pool)
         if batch is not None:
             return packed_forward.pool_packed(self, tokens, batch, pool)
         if pool == "none":
@@ -374,11 +414,22 @@ class VisionTransformer(nn.Module):
             largest = max((-(-image.shape[-2] // ph) * -(-image.shape[-1] // pw) for image in images), default=0)
             cells = self.config.max_patches or math.prod(self.patch_embed.grid_size)
             max_tokens = max(4 * (cells + n), largest + n)
-        return pack_images(
-            images, patch_size=self.patch_embed.patch_size, max_tokens=max_tokens,
-            pad_to_patch=self.patch_embed.dynamic_img_pad if pad_to_patch is None else pad_to_patch,
-            num_prefix_tokens=self.num_prefix_tokens,
-        )
+        options = self.packing_options()
+        if pad_to_patch is not None:
+            options["pad_to_patch"] = pad_to_patch
+        return pack_images(images, max_tokens=max_tokens, **options)
+
+    def packing_options(self) -> dict[str, object]:
+        """The arguments of `vitkit.pack_images` (but `max_tokens`) that pack images for this model: its patch size,
+        prefix tokens, padding, patch order (windows, merge groups) and frames per patch."""
+        return dict(patch_size=self.patch_embed.patch_size, pad_to_patch=self.patch_embed.dynamic_img_pad,
+                    num_prefix_tokens=self.num_prefix_tokens, tiles=tower.tiles(self.config),
+                    temporal_patch_size=self.config.temporal_patch_size)
+
+    def encode(self, x: torch.Tensor | PackedBatch) -> VisionTokens:
+        """What a vision-language model receives: images (B, C, H, W) or a packed batch of images and clips
+        (`pack`) -> merged tokens per image or clip, in the HF towers' order, and the deepstack features."""
+        return tower.encode(self, x)
 
     # -- feature extraction ---------------------------------------------------------------------
 
@@ -420,12 +471,16 @@ class VisionTransformer(nn.Module):
         rope = self.rope_for(h, w)
         last = take[-1] if (stop_early or intermediates_only) else len(self.blocks) - 1
         intermediates = []
+        windows = self._grid_windows(images)
         for i in range(last + 1):
-            x = self._block(i, x, None, rope)
+            x = self._block(i, x, None, rope, windows)
             if i in take:
                 out = self.norm(x) if norm else x
                 prefix, spatial = out[:, : self.num_prefix_tokens], out[:, self.num_prefix_tokens:]
                 if output_fmt == "NCHW":
+                    order = tower.dense_order(self.config, h, w, spatial.device)
+                    if order is not None:  # merge-group order -> raster
+                        spatial = spatial[:, torch.argsort(order)]
                     spatial = spatial.reshape(B, h, w, -1).permute(0, 3, 1, 2)  # (B, N, D) -> (B, D, h, w)
                 intermediates.append((spatial, prefix) if return_prefix_tokens else spatial)
         if intermediates_only:
@@ -436,10 +491,10 @@ class VisionTransformer(nn.Module):
         """HF-style `hidden_states`: the embedding output then every block's output, each (B, T, D), no final
         norm. `[-2]` is what vision-language models that skip the last block take."""
         images, x = x, self.embed(x)
-        rope = self._grid_rope(images)
+        rope, windows = self._grid_rope(images), self._grid_windows(images)
         hidden = [x]
         for i in range(len(self.blocks)):
-            x = self._block(i, x, None, rope)
+            x = self._block(i, x, None, rope, windows)
             hidden.append(x)
         return hidden
 

@@ -1,9 +1,10 @@
 """`PackedBatch` and `pack_images`: images of any size cut into patches and packed into token sequences.
 
 NaViT-style: every image becomes `num_prefix_tokens` slots (class / register tokens) followed by its
-patch tokens in raster order; images are packed greedily (first-fit decreasing) into sequences of at
-most `max_tokens` slots. A model runs the patches of all images at once and attention stays inside
-each image (`vitkit.attention.Segments`).
+patch tokens in raster order (or in nested tiles: windows, then merge groups, as Qwen-VL towers need); images
+are packed greedily (first-fit decreasing) into sequences of at most `max_tokens` slots. A model runs the patches
+of all images at once and attention stays inside each image (`vitkit.attention.Segments`). A clip of frames
+becomes one token grid per `temporal_patch_size` frames, each packed as an image of its own.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class PackedBatch:
     Per image (I): `grid_sizes` (h, w) patch grid, `image_sizes` (H, W) pixels before padding,
     `sequence` / `offsets` where its first slot is, `lengths` its slots (prefix + patches).
     Per slot: `image_ids` (S, seq_len), the image each slot belongs to, -1 for padding.
+    `tiles`: the nested tile sides (in patches) the patches of an image are ordered by, outermost first; () is
+    raster order. `item_grids`: per packed input, how many of the images (token grids) it became: 1 for an image,
+    frames / temporal_patch_size for a clip (patches then hold (C, T, ph, pw) pixels).
     """
 
     patches: torch.Tensor
@@ -69,6 +73,8 @@ class PackedBatch:
     patch_size: tuple[int, int]
     num_prefix_tokens: int
     max_tokens: int
+    tiles: tuple[int, ...] = ()
+    item_grids: tuple[int, ...] = ()
 
     # -- shape facts ----------------------------------------------------------------------------
 
@@ -138,6 +144,21 @@ class PackedBatch:
         real = pos[None, :] < self.lengths[:, None]
         return torch.where(real, start[:, None] + pos[None, :], 0), real
 
+    @property
+    def num_items(self) -> int:
+        """Inputs packed: images and clips (a clip is several token grids)."""
+        return len(self.item_grids) if self.item_grids else self.num_images
+
+    def group_items(self, per_image: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-image tensors -> one per packed input: a clip's token grids concatenated in time order."""
+        if not self.item_grids or len(self.item_grids) == len(per_image):
+            return per_image
+        out, at = [], 0
+        for n in self.item_grids:
+            out.append(torch.cat(per_image[at : at + n]) if n > 1 else per_image[at])
+            at += n
+        return out
+
     def unpack(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         """Packed tokens (S, seq_len, D) -> one (prefix + kept patches, D) tensor per image, in image order."""
         flat = tokens.reshape(self.num_sequences * self.seq_len, -1)
@@ -162,18 +183,23 @@ class PackedBatch:
     def repack(self, *, num_prefix_tokens: int | None = None, max_tokens: int | None = None) -> PackedBatch:
         """The same patches packed again, e.g. for a model with another number of prefix tokens."""
         counts = torch.bincount(self.patch_image, minlength=self.num_images).tolist()
-        return _assemble(self.patches, self.patch_image, self.patch_rows, self.patch_cols, counts,
-                         self.grid_sizes, self.image_sizes, self.patch_size,
-                         self.num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens,
-                         self.max_tokens if max_tokens is None else max_tokens)
+        batch = _assemble(self.patches, self.patch_image, self.patch_rows, self.patch_cols, counts,
+                          self.grid_sizes, self.image_sizes, self.patch_size,
+                          self.num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens,
+                          self.max_tokens if max_tokens is None else max_tokens)
+        return dataclasses.replace(batch, tiles=self.tiles, item_grids=self.item_grids)
 
     def drop_tokens(self, rate: TokenDrop, generator: torch.Generator | None = None) -> PackedBatch:
         """NaViT token dropping: keep a random `1 - rate` of each image's patches (at least one), repacked.
+        Not for tiled batches (their tiles must stay whole).
 
         `rate` is a float in [0, 1) or a function of the image's (height, width) in pixels returning one.
         Kept patches keep their grid cell, so position embeddings stay right. `generator` must be on the
         batch's device.
         """
+        if self.tiles:
+            raise ValueError(f"patches ordered in tiles {self.tiles} (windows / merge groups) cannot be dropped one "
+                             "by one; train without token_drop")
         counts = torch.bincount(self.patch_image, minlength=self.num_images)
         keep = []
         for i, (n, size) in enumerate(zip(counts.tolist(), self.image_sizes, strict=True)):
@@ -189,9 +215,10 @@ class PackedBatch:
         rank = torch.empty_like(order)
         rank[order] = torch.arange(order.numel(), device=self.device) - start[self.patch_image[order]]
         kept = torch.nonzero(rank < keep_t[self.patch_image]).squeeze(1)  # ascending: raster order kept
-        return _assemble(self.patches[kept], self.patch_image[kept], self.patch_rows[kept], self.patch_cols[kept],
-                         keep, self.grid_sizes, self.image_sizes, self.patch_size, self.num_prefix_tokens,
-                         self.max_tokens)
+        batch = _assemble(self.patches[kept], self.patch_image[kept], self.patch_rows[kept], self.patch_cols[kept],
+                          keep, self.grid_sizes, self.image_sizes, self.patch_size, self.num_prefix_tokens,
+                          self.max_tokens)
+        return dataclasses.replace(batch, item_grids=self.item_grids)
 
 
 def _assemble(
@@ -251,10 +278,23 @@ def _assemble(
     )
 
 
+def tile_order(height: int, width: int, tiles: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
+    """(h*w,) raster indices of a grid's cells in nested-tile order: tiles of side tiles[0] row by row (clipped at
+    the grid's edge), inside each the tiles of side tiles[1], and so on; cells of the innermost tile in raster order.
+    () is raster order. Qwen2.5-VL: (window, merge) = (8, 2) patches."""
+    order = torch.arange(height * width, device=device)
+    rows, cols = order // width, order % width
+    for side in reversed(tiles):  # stable sorts, innermost first: outer tiles decide, inner ones break ties
+        key = (rows[order] // side) * -(-width // side) + cols[order] // side
+        order = order[torch.sort(key, stable=True).indices]
+    return order
+
+
 def image_patches(image: torch.Tensor, patch_size: tuple[int, int], pad_to_patch: bool,
                   index: int = 0) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(C, H, W) -> (h*w, C*ph*pw) patches in raster order, each flattened (C, ph, pw), and the grid (h, w)."""
-    C, H, W = image.shape
+    """(C, H, W) -> (h*w, C*ph*pw) patches in raster order, each flattened (C, ph, pw), and the grid (h, w).
+    Frames (C, T, H, W) -> (h*w, C*T*ph*pw) patches, each flattened (C, T, ph, pw)."""
+    *lead, H, W = image.shape
     ph, pw = patch_size
     if H % ph or W % pw:
         if not pad_to_patch:
@@ -263,9 +303,27 @@ def image_patches(image: torch.Tensor, patch_size: tuple[int, int], pad_to_patch
                 "pad_to_patch=True (zero-pads right and bottom, as dynamic_img_pad)"
             )
         image = F.pad(image, (0, (-W) % pw, 0, (-H) % ph))
-    h, w = image.shape[1] // ph, image.shape[2] // pw
-    patches = image.reshape(C, h, ph, w, pw).permute(1, 3, 0, 2, 4)  # (h, w, C, ph, pw)
-    return patches.reshape(h * w, C * ph * pw), (h, w)
+    h, w = image.shape[-2] // ph, image.shape[-1] // pw
+    depth = len(lead)
+    patches = image.reshape(*lead, h, ph, w, pw)
+    patches = patches.permute(depth, depth + 2, *range(depth), depth + 1, depth + 3)  # (h, w, C[, T], ph, pw)
+    return patches.reshape(h * w, -1), (h, w)
+
+
+def _grids_of(item: torch.Tensor, temporal: int) -> list[torch.Tensor]:
+    """An image (C, H, W) or clip (T, C, H, W) -> its token grids' pixels, each (C, H, W) or, with `temporal` > 1,
+    (C, temporal, H, W): an image repeated `temporal` times, a clip in groups of `temporal` frames, its last frame
+    repeated to fill the last group (as Qwen-VL's processors do)."""
+    frames = item[None] if item.dim() == 3 else item
+    if temporal == 1:
+        return list(frames.unbind(0))
+    if item.dim() == 3:
+        frames = frames.expand(temporal, *frames.shape[1:])
+    short = -frames.shape[0] % temporal
+    if short:
+        frames = torch.cat([frames, frames[-1:].expand(short, *frames.shape[1:])])
+    groups = frames.unflatten(0, (-1, temporal)).transpose(1, 2)  # (G, T, C, H, W) -> (G, C, T, H, W)
+    return list(groups.unbind(0))
 
 
 def pack_images(
@@ -275,12 +333,16 @@ def pack_images(
     max_tokens: int,
     pad_to_patch: bool = True,
     num_prefix_tokens: int = 0,
+    tiles: Sequence[int] = (),
+    temporal_patch_size: int = 1,
 ) -> PackedBatch:
     """Pack (C, H_i, W_i) images into sequences of at most `max_tokens` tokens (greedy, first-fit decreasing).
 
     An image takes `num_prefix_tokens` slots (pass the model's: class + register tokens) plus one per
     patch. A size not divisible by the patch is zero-padded right and bottom with `pad_to_patch`, and an
     error otherwise. No image is ever dropped; one that cannot fit `max_tokens` alone is an error.
+    `tiles` orders each image's patches in nested tiles (`tile_order`); its grid must divide by the innermost.
+    A clip (T, C, H, W) is packed as one token grid per `temporal_patch_size` frames (`PackedBatch.item_grids`).
     """
     if isinstance(images, torch.Tensor):
         if images.dim() != 4:
@@ -293,26 +355,42 @@ def pack_images(
         raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}")
     if not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
         raise ValueError(f"num_prefix_tokens must be an integer >= 0, got {num_prefix_tokens!r}")
+    tiles = tuple(tiles)
+    if any(isinstance(t, bool) or not isinstance(t, int) or t <= 0 for t in tiles):
+        raise ValueError(f"tiles must be positive tile sides in patches, outermost first, got {tiles!r}")
     first = images[0]
-    pieces, grids, sizes = [], [], []
+    pieces, grids, sizes, item_grids = [], [], [], []
     for i, image in enumerate(images):
-        if not isinstance(image, torch.Tensor) or image.dim() != 3 or not image.is_floating_point():
+        if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or not image.is_floating_point():
             got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            raise ValueError(f"images[{i}] must be a float (C, H, W) tensor, got {got}")
-        if image.shape[0] != first.shape[0] or image.dtype != first.dtype or image.device != first.device:
+            raise ValueError(f"images[{i}] must be a float (C, H, W) image or (T, C, H, W) clip tensor, got {got}")
+        channels = image.shape[-3]
+        if channels != first.shape[-3] or image.dtype != first.dtype or image.device != first.device:
             raise ValueError(
-                f"images[{i}] is {image.shape[0]}-channel {image.dtype} on {image.device}, images[0] "
-                f"{first.shape[0]}-channel {first.dtype} on {first.device}; all must match"
+                f"images[{i}] is {channels}-channel {image.dtype} on {image.device}, images[0] "
+                f"{first.shape[-3]}-channel {first.dtype} on {first.device}; all must match"
             )
-        flat, grid = image_patches(image, patch, pad_to_patch, i)
-        pieces.append(flat)
-        grids.append(grid)
-        sizes.append((image.shape[1], image.shape[2]))
+        item = _grids_of(image, temporal_patch_size)
+        item_grids.append(len(item))
+        for frames in item:
+            flat, grid = image_patches(frames, patch, pad_to_patch, i)
+            if tiles and (grid[0] % tiles[-1] or grid[1] % tiles[-1]):
+                raise ValueError(
+                    f"images[{i}] gives a {grid[0]}x{grid[1]} patch grid, which groups of {tiles[-1]}x{tiles[-1]} "
+                    f"patches do not tile; resize it to sides that are multiples of {tiles[-1] * patch[0]} px "
+                    "(vitkit.data.smart_resize does)"
+                )
+            if tiles:
+                flat = flat[tile_order(*grid, tiles, device=flat.device)]
+            pieces.append(flat)
+            grids.append(grid)
+            sizes.append((image.shape[-2], image.shape[-1]))
     device = first.device
     counts = [h * w for h, w in grids]
-    patch_image = torch.repeat_interleave(torch.arange(len(images), device=device),
+    patch_image = torch.repeat_interleave(torch.arange(len(grids), device=device),
                                           torch.tensor(counts, device=device))
-    rows = torch.cat([torch.arange(h, device=device).repeat_interleave(w) for h, w in grids])
-    cols = torch.cat([torch.arange(w, device=device).repeat(h) for h, w in grids])
-    return _assemble(torch.cat(pieces), patch_image, rows, cols, counts, tuple(grids), tuple(sizes), patch,
-                     num_prefix_tokens, max_tokens)
+    cells = torch.cat([tile_order(h, w, tiles, device=device) for h, w in grids])
+    widths = torch.tensor([w for _, w in grids], device=device)[patch_image]
+    batch = _assemble(torch.cat(pieces), patch_image, cells // widths, cells % widths, counts, tuple(grids),
+                      tuple(sizes), patch, num_prefix_tokens, max_tokens)
+    return dataclasses.replace(batch, tiles=tiles, item_grids=tuple(item_grids))

@@ -328,6 +328,5 @@ class _Timed:
 
 def _pack_collate(options: TrainOptions, model: torch.nn.Module) -> PackCollate:
     """Batches packed into sequences of `--max-tokens` (default: four full-size or full-budget images)."""
-    patch = tuple(model.patch_embed.patch_size)
     max_tokens = options.max_tokens or DataConfig.of(model.config).max_tokens(model.num_prefix_tokens)
-    return PackCollate(patch, max_tokens, model.num_prefix_tokens)
+    return PackCollate.for_model(model, max_tokens)
