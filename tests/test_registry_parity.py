@@ -17,6 +17,7 @@ from torch import nn
 import vitkit
 from interop_helpers import assert_parity, images, realistic_
 from test_naflex import NAFLEX_PEERS
+from test_qwen_vl import QWEN_PEERS
 from test_rope import ROPE_PEERS
 
 SMALL_VIT: dict[str, Any] = dict(depth=2, embed_dim=64, num_heads=4)
@@ -41,9 +42,10 @@ OWN_MODELS = {"vit_digits"}
 
 def test_every_registered_name_has_a_peer() -> None:
     """A newly registered name must be added to a peer table here (or to OWN_MODELS, saying why); the RoPE towers'
-    table, checked against timm's Eva, is test_rope.ROPE_PEERS; SigLIP2's NaFlex towers' is test_naflex.NAFLEX_PEERS."""
+    table, checked against timm's Eva, is test_rope.ROPE_PEERS; SigLIP2's NaFlex towers' is test_naflex.NAFLEX_PEERS;
+    the Qwen-VL towers' test_qwen_vl.QWEN_PEERS."""
     assert set(vitkit.list_models()) == (set(TIMM_PEERS) | VIT_PYTORCH_PEERS | OWN_MODELS | set(ROPE_PEERS)
-                                         | set(NAFLEX_PEERS))
+                                         | set(NAFLEX_PEERS) | set(QWEN_PEERS))
 
 
 def timm_pair(name: str, **vitkit_overrides: Any) -> tuple[nn.Module, nn.Module, torch.Tensor]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..models import QWEN2_5_VL, QWEN3_VL
 from .hf_common import hf_hints, vision_config
-from .keymap import Renamed, StateDict, rename, take_prefix
+from .keymap import Renamed, StateDict, block_count, rename, take_prefix
 
 _MLP = r"^blocks\.(\d+)\.mlp\."
 QWEN2_5_RULES = [
@@ -41,11 +41,23 @@ QWEN3_DEFAULTS = {"rope_theta": 10000.0, "min_pixels": 65536, "max_pixels": 1677
 
 
 def tower_keys(state_dict: StateDict) -> tuple[StateDict, list[str]]:
-    """The tower's keys of a tower or whole-VLM checkpoint, prefix stripped, and a 'dropped' line for the rest."""
+    """The tower's keys of a tower or whole-VLM checkpoint, prefix stripped, and a 'dropped' line for the rest. A
+    3D patch kernel one frame deep (temporal_patch_size 1) becomes the 2D kernel it is."""
+    sd, dropped = dict(state_dict), []
     for prefix in TOWER_PREFIXES:
-        if any(k.startswith(prefix) for k in state_dict):
-            return take_prefix(state_dict, prefix, "the language model")
-    return dict(state_dict), []
+        if any(k.startswith(prefix) for k in sd):
+            sd, dropped = take_prefix(sd, prefix, "the language model")
+            break
+    kernel = sd.get("patch_embed.proj.weight")
+    if kernel is not None and kernel.dim() == 5 and kernel.shape[2] == 1:
+        sd["patch_embed.proj.weight"] = kernel[:, :, 0]  # (D, C, 1, p, p) -> (D, C, p, p)
+    return sd, dropped
+
+
+def _frames(state_dict: StateDict) -> dict[str, int]:
+    """Frames per patch, as the patch kernel holds them (a 2D kernel: one)."""
+    kernel = state_dict["patch_embed.proj.weight"]
+    return {"temporal_patch_size": kernel.shape[2] if kernel.dim() == 5 else 1}
 
 
 def _common(config: dict[str, Any], preprocess: dict[str, Any], defaults: dict[str, Any],
@@ -78,14 +90,16 @@ def convert_hf_qwen2_5_vl(state_dict: StateDict, meta: dict[str, Any]) -> Rename
     config, preprocess = vision_config(meta), meta.get("preprocessor") or {}
     defaults = dict(QWEN2_5_DEFAULTS, **{k: v for k, v in QWEN2_5_VL.items() if k in ("mean", "std", "act_layer")})
     hints, assumed = _common(config, preprocess, defaults, meta)
-    patch = out["patch_embed.proj.weight"].shape[-1]
-    if "window_size" in config:  # in pixels there, in patches here
-        hints["window_size"] = config["window_size"] // patch
+    patch, merge = out["patch_embed.proj.weight"].shape[-1], hints.get("merge_size", 2)
+    if "window_size" in config:  # in pixels there, in whole merge groups of patches here, as HF rounds it
+        hints["window_size"] = config["window_size"] // merge // patch * merge
         assumed.pop("window_size", None)
     if "fullatt_block_indexes" in config:
         hints["full_attention_blocks"] = tuple(config["fullatt_block_indexes"])
         assumed.pop("full_attention_blocks", None)
-    return Renamed(out, hints={**QWEN2_5_VL, **hints}, dropped=dropped, assumed=assumed)
+    depth = block_count(out)  # indices past the last block change nothing (transformers' default lists 4 of 32)
+    hints["full_attention_blocks"] = tuple(i for i in hints["full_attention_blocks"] if i < depth)
+    return Renamed(out, hints={**QWEN2_5_VL, **hints, **_frames(out)}, dropped=dropped, assumed=assumed)
 
 
 def convert_hf_qwen3_vl(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
@@ -104,4 +118,5 @@ def convert_hf_qwen3_vl(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
                                  "blocks feed them (deepstack_visual_indexes)")
     side = round(out["pos_embed"].shape[1] ** 0.5)
     hints["img_size"] = side * out["patch_embed.proj.weight"].shape[-1]
-    return Renamed(out, hints={**QWEN3_VL, **hints}, dropped=dropped, assumed=assumed, required=required)
+    return Renamed(out, hints={**QWEN3_VL, **hints, **_frames(out)}, dropped=dropped, assumed=assumed,
+                   required=required)

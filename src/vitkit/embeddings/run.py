@@ -109,7 +109,9 @@ def embed(
     already prepared for the model ((N, C, H, W), or a list of (C, H, W) of any sizes). Files get the model's
     eval transform (timm's centre crop; with `packing`, each keeps its aspect ratio and batches are packed).
     `max_patches` (implies packing) sizes each image to its NaFlex grid under that patch budget (SigLIP2's rule;
-    a NaFlex model's config carries its own budget).
+    a NaFlex model's config carries its own budget). A model with Qwen-VL's pixel bounds (`min_pixels`,
+    `max_pixels`) always runs packed, each image at its `smart_resize` size; with pool 'none' its rows are each
+    image's merged tokens.
     Returns rows (N, D) (tokens (N, T, D) with pool 'none'), or with `out` writes an embeddings directory and
     returns its path: a second call into the same `out` skips the shards already there. `rank`/`world` split the
     shards between processes (rank 0 writes the config and index); `source` names the model in the config;
@@ -118,7 +120,7 @@ def embed(
     _settings_check(batch_size, workers, shard_rows, dtype, precision)
     spec = FeatureSpec.of(model, pool=pool, layer=layer, norm=norm, l2=l2)
     data_config = DataConfig.of(model.config, max_patches)
-    packing = packing or max_patches is not None
+    packing = packing or max_patches is not None or data_config.max_pixels is not None
     prepared = isinstance(images, torch.Tensor) or (
         not isinstance(images, (str, Path)) and len(images) > 0 and isinstance(images[0], torch.Tensor))
     src: Source = tensor_source(images) if prepared else open_source(images, data_config, split=split,
@@ -133,12 +135,13 @@ def embed(
     pending = list(range(layout.num_shards))
     key = None
     if out is not None:
-        if spec.pool == "none":
-            if packing:
-                raise ValueError("pool 'none' keeps every token, and packed images have different token counts: "
-                                 "drop --packing, or pick a pool")
-            tokens = model.num_prefix_tokens + model.patch_embed.num_patches
-            shard_rows = max(1, min(shard_rows, NONE_SHARD_BYTES // (tokens * model.num_features * 4)))
+        if spec.pool == "none":  # shards capped in bytes, at most tokens a row can have
+            tokens = (data_config.max_tokens(model.num_prefix_tokens) // 4 if packing else
+                      model.num_prefix_tokens + model.patch_embed.num_patches)
+            width = model.num_features
+            if getattr(model, "merger", None) is not None:
+                tokens, width = tokens // model.merger.group, model.config.merge_dim or width
+            shard_rows = max(1, min(shard_rows, NONE_SHARD_BYTES // (tokens * width * 4)))
             layout = Layout(len(src.names), shard_rows)
         out = Path(out)
         config = {
@@ -207,7 +210,9 @@ def _run(model: nn.Module, loader: DataLoader, spec: FeatureSpec, device: torch.
             continue
         shard.append(rows)
         if sum(len(r) for r in shard) == len(layout.span(current)):
-            writes.append(writer.submit(write_shard, out, current, torch.cat(shard), key, dtype))
+            ragged = any(isinstance(r, list) for r in shard)  # pool 'none' on images of different sizes
+            done = [row for part in shard for row in part] if ragged else torch.cat(shard)
+            writes.append(writer.submit(write_shard, out, current, done, key, dtype))
             shard, current = [], next(shards, None)
     for write in writes:
         write.result()  # a failed write raises here

@@ -4,6 +4,9 @@
     OUT/index.csv                row, path, label, shard, row_in_shard
     OUT/shard-00000.safetensors  "embeddings": rows [0, shard_rows), metadata: the key of the run's settings
 
+With pool 'none' on packed images every row is a token grid of its own length: a shard then holds the rows' tokens
+one after another, "embeddings" (sum of lengths, D), and "lengths" (rows,).
+
 Shard k always holds rows [k * shard_rows, (k + 1) * shard_rows), whoever computes it, so any number of processes
 writes the same files, and a second run finds its finished shards by name and key. Every file is written to a
 temporary name and renamed.
@@ -29,6 +32,7 @@ from ..runtime import atomic_path, write_text
 CONFIG_NAME = "embed_config.json"
 INDEX_NAME = "index.csv"
 TENSOR = "embeddings"
+LENGTHS = "lengths"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 # settings that fix the rows: a second run into the same directory must match them all
 KEY_FIELDS = ("model", "features", "transform", "rows", "names", "shard_rows", "dtype", "precision", "packing")
@@ -106,7 +110,8 @@ def complete(out: Path, layout: Layout, key: str) -> set[int]:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-                rows = f.get_slice(TENSOR).get_shape()[0]
+                names = f.keys()
+                rows = f.get_slice(LENGTHS if LENGTHS in names else TENSOR).get_shape()[0]
         except (OSError, SafetensorError, KeyError):  # a damaged or foreign file: the shard is redone
             continue
         if meta.get("key") == key and rows == len(layout.span(k)):
@@ -114,10 +119,15 @@ def complete(out: Path, layout: Layout, key: str) -> set[int]:
     return done
 
 
-def write_shard(out: Path, k: int, rows: torch.Tensor, key: str, dtype: str) -> None:
+def write_shard(out: Path, k: int, rows: torch.Tensor | list[torch.Tensor], key: str, dtype: str) -> None:
+    """Rows (N, ...) as one tensor, or rows of different lengths (a list of (T_i, D)) as their tokens + lengths."""
+    tensors = {TENSOR: rows}
+    if isinstance(rows, list):
+        tensors = {TENSOR: torch.cat(rows), LENGTHS: torch.tensor([len(r) for r in rows], dtype=torch.int64)}
+    tensors[TENSOR] = tensors[TENSOR].to(DTYPES[dtype]).contiguous()
     with atomic_path(shard_path(out, k)) as tmp:
         # one metadata entry: safetensors writes several in a random order, and shards must be byte-identical
-        save_file({TENSOR: rows.to(DTYPES[dtype]).contiguous()}, str(tmp), metadata={"key": key})
+        save_file(tensors, str(tmp), metadata={"key": key})
 
 
 def write_index(out: Path, names: list[str], labels: list[str], layout: Layout) -> None:
@@ -145,24 +155,28 @@ class EmbeddingIndex:
         return sorted({label for label in self.labels if label})
 
 
-_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16}
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "I64": torch.int64}
 
 
-def _mapped(path: Path) -> torch.Tensor:
-    """The shard's rows as a tensor over a private memory map of the file: pages are read when touched, and a
-    write to the tensor never reaches the file. safetensors keeps the data 8-byte aligned after its header."""
+def _mapped(path: Path, name: str = TENSOR) -> torch.Tensor | None:
+    """The shard's tensor `name` over a private memory map of the file (None when absent): pages are read when
+    touched, and a write to the tensor never reaches the file. safetensors keeps the data 8-byte aligned after its
+    header."""
     with open(path, "rb") as f:
         header_len = int.from_bytes(f.read(8), "little")
-        entry = json.loads(f.read(header_len))[TENSOR]
+        entry = json.loads(f.read(header_len)).get(name)
+    if entry is None:
+        return None
     dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
     storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=path.stat().st_size)
     start = (8 + header_len + entry["data_offsets"][0]) // dtype.itemsize
     return torch.empty(0, dtype=dtype).set_(storage, start, entry["shape"])
 
 
-def load_embeddings(out: str | Path) -> tuple[torch.Tensor, EmbeddingIndex]:
-    """(rows (N, D) or (N, T, D), index) of an embeddings directory, in row order. One shard comes back
-    memory-mapped (its pages read when touched); several are concatenated into one tensor in memory."""
+def load_embeddings(out: str | Path) -> tuple[torch.Tensor | list[torch.Tensor], EmbeddingIndex]:
+    """(rows (N, D) or (N, T, D), index) of an embeddings directory, in row order; rows of different lengths (pool
+    'none' on packed images) come as a list of (T_i, D). One shard comes back memory-mapped (its pages read when
+    touched); several are concatenated into one tensor in memory."""
     out = Path(out)
     if not (out / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"no embeddings in {out}: {CONFIG_NAME} not found (write them with vitkit embed)")
@@ -174,6 +188,9 @@ def load_embeddings(out: str | Path) -> tuple[torch.Tensor, EmbeddingIndex]:
                          "vitkit embed command again to finish it")
     parts = [_mapped(shard_path(out, k)) for k in range(layout.num_shards)]
     matrix = parts[0] if len(parts) == 1 else torch.cat(parts)
+    lengths = [_mapped(shard_path(out, k), LENGTHS) for k in range(layout.num_shards)]
+    if all(n is not None for n in lengths):
+        matrix = list(matrix.split(torch.cat(lengths).tolist()))
     with open(out / INDEX_NAME, newline="") as f:
         rows = list(csv.DictReader(f))
     if len(rows) != len(matrix):

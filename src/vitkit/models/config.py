@@ -147,9 +147,9 @@ class ViTConfig(_Config):
     `temporal_patch_size` > 1 embeds patches of that many frames with one 3D convolution (Qwen-VL: a still image is
     that many equal frames; a clip of T frames gives T / temporal_patch_size token grids). `window_size` (in patches)
     makes every block but `full_attention_blocks` attend within square windows of the grid (Qwen2.5-VL).
-    `pos_embed_align_corners` resamples the learned table with corners aligned (Qwen3-VL). `merge_size` > 1 adds a
-    patch merger: each merge_size x merge_size group of final tokens becomes one token `merge_dim` wide (the tokens
-    a language model receives); `deepstack` names blocks whose tokens each get their own merger too (Qwen3-VL).
+    `pos_embed_align_corners` resamples the learned table with corners aligned (Qwen3-VL). `merge_dim` adds a patch
+    merger: each `merge_size` x `merge_size` group of final tokens becomes one token `merge_dim` wide (the tokens a
+    language model receives); `deepstack` names blocks whose tokens each get their own merger too (Qwen3-VL).
     `rope` names a 2D rotary position embedding (`vitkit.layers.ROPES`: 'dinov3', 'eva02', 'mixed'; beside or
     instead of `pos_embed`): `rope_theta` its base (None: the variant's), `rope_grid` EVA-02's reference grid,
     `rope_offset` added to cell positions, `rope_indexing` 'ij' (row first) or 'xy', `rope_shift` / `rope_jitter` /
@@ -352,7 +352,7 @@ class ViTConfig(_Config):
             raise ValueError("min_pixels and max_pixels go together (Qwen-VL's sizing rule); set both or neither")
         if self.min_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})")
-        tokens_wise = [name for name, on in (("merge_size > 1", self.merge_size > 1),
+        tokens_wise = [name for name, on in (("a patch merger (merge_dim)", self.merge_dim is not None),
                                              ("window_size", self.window_size is not None)) if on]
         if tokens_wise and self.num_prefix_tokens:
             raise ValueError(f"{' and '.join(tokens_wise)} group patch tokens by their cells, so the model can have no "
@@ -362,8 +362,12 @@ class ViTConfig(_Config):
                              f"({self.merge_size}): a merged group never straddles two windows")
         if self.full_attention_blocks and self.window_size is None:
             raise ValueError("full_attention_blocks name the blocks that skip window attention; set window_size too")
-        if self.deepstack and self.merge_size == 1:
-            raise ValueError("deepstack features are merged tokens of earlier blocks; set merge_size > 1")
+        if self.deepstack and self.merge_dim is None:
+            raise ValueError("deepstack features are merged tokens of earlier blocks; set merge_dim (the merger's "
+                             "output width) too")
+        if self.merge_size > 1 and self.merge_dim is None:
+            raise ValueError(f"merge_size={self.merge_size} groups tokens for a patch merger; set merge_dim (its "
+                             "output width, the language model's), or leave merge_size at 1")
         for name in ("full_attention_blocks", "deepstack"):
             indices = tuple(getattr(self, name))
             if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.depth for i in indices):

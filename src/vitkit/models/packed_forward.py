@@ -43,6 +43,8 @@ def check(model: VisionTransformer, batch: PackedBatch, *, prefix: bool = True) 
     if tuple(batch.tiles) != tiles:
         raise ValueError(f"the batch's patches are ordered in tiles {batch.tiles}, the model needs {tiles} (windows, "
                          "merge groups); pack with model.pack(...)")
+    for grid in set(batch.grid_sizes):
+        tower.check_grid(model.config, *grid)
     if prefix and batch.num_prefix_tokens != model.num_prefix_tokens:
         raise ValueError(
             f"the batch was packed for {batch.num_prefix_tokens} prefix tokens, the model has "

@@ -42,9 +42,22 @@ def tiles(config: ViTConfig) -> tuple[int, ...]:
     return window + merge
 
 
+def check_grid(config: ViTConfig, height: int, width: int) -> None:
+    """ValueError unless merge groups tile an (height, width) patch grid."""
+    m = config.merge_size
+    if height % m or width % m:
+        (ph, pw), pixels = config.patch_size, f"{m * config.patch_size[0]} px"
+        raise ValueError(f"an image of {height * ph}x{width * pw} px gives a {height}x{width} patch grid, which the "
+                         f"merger's {m}x{m} groups do not tile; resize it to sides that are multiples of {pixels} "
+                         "(vitkit.data.smart_resize does)")
+
+
 def dense_order(config: ViTConfig, height: int, width: int, device: torch.device) -> torch.Tensor | None:
     """Raster cell of each dense token of an (height, width) grid: merge groups consecutive (None: raster order)."""
-    return tile_order(height, width, (config.merge_size,), device) if config.merge_size > 1 else None
+    if config.merge_size == 1:
+        return None
+    check_grid(config, height, width)
+    return tile_order(height, width, (config.merge_size,), device)
 
 
 def windowed(config: ViTConfig, block: int) -> bool:

@@ -157,9 +157,9 @@ class VisionTransformer(nn.Module):
             if cfg.global_pool == "map"
             else None
         )
-        merger = functools.partial(PatchMerger, cfg.embed_dim, cfg.merge_dim or cfg.embed_dim, cfg.merge_size,
-                                   cfg.norm_layer, cfg.norm_eps)
-        self.merger = merger() if cfg.merge_size > 1 else None
+        merger = functools.partial(PatchMerger, cfg.embed_dim, cfg.merge_dim, cfg.merge_size, cfg.norm_layer,
+                                   cfg.norm_eps)
+        self.merger = merger() if cfg.merge_dim is not None else None
         self.deepstack = nn.ModuleList([merger(norm_merged=True) for _ in cfg.deepstack])
         use_fc_norm = cfg.final_norm and cfg.use_fc_norm
         self.fc_norm = create_norm(cfg.norm_layer, cfg.embed_dim, cfg.norm_eps) if use_fc_norm else nn.Identity()
@@ -417,7 +417,10 @@ class VisionTransformer(nn.Module):
         options = self.packing_options()
         if pad_to_patch is not None:
             options["pad_to_patch"] = pad_to_patch
-        return pack_images(images, max_tokens=max_tokens, **options)
+        batch = pack_images(images, max_tokens=max_tokens, **options)
+        for grid in set(batch.grid_sizes):
+            tower.check_grid(self.config, *grid)
+        return batch
 
     def packing_options(self) -> dict[str, object]:
         """The arguments of `vitkit.pack_images` (but `max_tokens`) that pack images for this model: its patch size,

@@ -341,7 +341,7 @@ def pack_images(
     An image takes `num_prefix_tokens` slots (pass the model's: class + register tokens) plus one per
     patch. A size not divisible by the patch is zero-padded right and bottom with `pad_to_patch`, and an
     error otherwise. No image is ever dropped; one that cannot fit `max_tokens` alone is an error.
-    `tiles` orders each image's patches in nested tiles (`tile_order`); its grid must divide by the innermost.
+    `tiles` orders each image's patches in nested tiles (`tile_order`; tiles at the grid's edge are clipped).
     A clip (T, C, H, W) is packed as one token grid per `temporal_patch_size` frames (`PackedBatch.item_grids`).
     """
     if isinstance(images, torch.Tensor):
@@ -374,12 +374,6 @@ def pack_images(
         item_grids.append(len(item))
         for frames in item:
             flat, grid = image_patches(frames, patch, pad_to_patch, i)
-            if tiles and (grid[0] % tiles[-1] or grid[1] % tiles[-1]):
-                raise ValueError(
-                    f"images[{i}] gives a {grid[0]}x{grid[1]} patch grid, which groups of {tiles[-1]}x{tiles[-1]} "
-                    f"patches do not tile; resize it to sides that are multiples of {tiles[-1] * patch[0]} px "
-                    "(vitkit.data.smart_resize does)"
-                )
             if tiles:
                 flat = flat[tile_order(*grid, tiles, device=flat.device)]
             pieces.append(flat)
