@@ -349,3 +349,33 @@ def test_bad_sizes_and_settings_say_what_to_do() -> None:
         vitkit.create_model("vit_small_patch16_224", merge_size=2)
     with pytest.raises(ValueError, match="no patch merger"):
         vitkit.create_model("vit_small_patch16_224").encode(torch.randn(1, 3, 224, 224))
+
+
+def test_sharded_vlm_checkpoint_reads_only_the_tower(tmp_path: Path) -> None:
+    """A sharded whole-VLM directory (model.safetensors.index.json): the tower's tensors are read, the language
+    model's only as shapes from the shard headers, and the key report lists them as left out."""
+    from safetensors.torch import save_file
+
+    from vitkit.checkpoints.sources import read_source
+
+    hf = hf_tower("qwen2.5")
+    tower = {f"visual.{k}": v.contiguous() for k, v in hf.state_dict().items()}
+    language = {"model.embed_tokens.weight": torch.randn(50, 8), "lm_head.weight": torch.randn(50, 8)}
+    root = tmp_path / "vlm"
+    root.mkdir()
+    shards = {"model-00001-of-00002.safetensors": language, "model-00002-of-00002.safetensors": tower}
+    for name, tensors in shards.items():
+        save_file(tensors, root / name)
+    weight_map = {key: name for name, tensors in shards.items() for key in tensors}
+    (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    config = {"model_type": "qwen2_5_vl", "vision_config": hf.config.to_dict()}
+    (root / "config.json").write_text(json.dumps(config))
+    read = read_source(root).state_dict
+    assert read["lm_head.weight"].is_meta and tuple(read["lm_head.weight"].shape) == (50, 8)
+    assert not read["visual.merger.ln_q.weight"].is_meta
+    loaded = load_checkpoint(root)
+    assert loaded.report.clean and any("language model" in line for line in loaded.report.dropped)
+    items = pictures(14)
+    with torch.no_grad():
+        out = loaded.model.encode(loaded.model.pack(items))
+    assert_items_close(out.tokens, hf_outputs(hf, items, 14)[0])

@@ -11,8 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import torch
+from safetensors import SafetensorError, safe_open
+
 from .io import read_state_dict
 from .keymap import StateDict
+from .qwen_vl import TOWER_PREFIXES
 
 HUB_PREFIX = "hf-hub:"
 # Weight files of a directory, in order of preference (safetensors first).
@@ -71,15 +75,42 @@ def inside(directory: Path, name: object, where: Path) -> Path:
 
 
 def _read_sharded(index: Path, trust_pickle: bool) -> StateDict:
-    """Every shard an HF `*.index.json` names (files beside it only), merged."""
+    """Every shard an HF `*.index.json` names (files beside it only), merged. A whole vision-language model's
+    safetensors shards are read tower only (`_tower_only`)."""
     weight_map = _read_json(index).get("weight_map")
     if not isinstance(weight_map, dict):
         raise ValueError(f"{index} has no 'weight_map'; is it a sharded-checkpoint index?")
     shards = sorted({inside(index.parent, shard, index) for shard in weight_map.values()})
+    if all(p.suffix == ".safetensors" for p in shards) and any(k.startswith(TOWER_PREFIXES) for k in weight_map):
+        return _tower_only(shards)
     merged: StateDict = {}
     for shard in shards:
         merged.update(read_state_dict(shard, trust_pickle=trust_pickle))
     return merged
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _tower_only(shards: list[Path]) -> StateDict:
+    """The vision tower's tensors (keys under `TOWER_PREFIXES`) of a whole VLM's shards; every other key as a meta
+    tensor of its shape (read from the shard's header, no data), so the key report still lists what is left out.
+    Shards without tower keys are never read past their header."""
+    out: StateDict = {}
+    for shard in shards:
+        try:
+            with safe_open(str(shard), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open has no __contains__ / __iter__)
+                    if key.startswith(TOWER_PREFIXES):
+                        out[key] = f.get_tensor(key)
+                    else:
+                        part = f.get_slice(key)
+                        out[key] = torch.empty(part.get_shape(), dtype=_DTYPES.get(part.get_dtype(), torch.float32),
+                                               device="meta")
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{shard} is not a readable safetensors shard: {err}") from err
+    return out
 
 
 def _weights_in(directory: Path) -> Path:
