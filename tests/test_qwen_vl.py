@@ -379,3 +379,21 @@ def test_sharded_vlm_checkpoint_reads_only_the_tower(tmp_path: Path) -> None:
     with torch.no_grad():
         out = loaded.model.encode(loaded.model.pack(items))
     assert_items_close(out.tokens, hf_outputs(hf, items, 14)[0])
+
+
+def test_maps_and_intermediates_come_back_in_raster_order(tmp_path: Path) -> None:
+    """Dense tokens of a merging tower come merge group by merge group; feature maps and attention heat maps are put
+    back in raster order: a patch's own token lands on its cell."""
+    from vitkit.explain import attention_maps
+
+    _, path = saved(tmp_path, "qwen3")
+    model = vitkit.load_pretrained(path)
+    images = torch.stack(pictures(16, [(4, 6)]))
+    with torch.no_grad():
+        maps = model.forward_intermediates(images, indices=[0], intermediates_only=True)[0]  # (1, D, 4, 6)
+        tokens = model.forward_features(images, layer=0, norm=False)  # (1, 24, D) in merge-group order
+    order = model.token_order(4, 6)
+    assert order.tolist()[:4] == [0, 1, 6, 7]
+    torch.testing.assert_close(maps.flatten(2).transpose(1, 2)[0, order], tokens[0])
+    heat = attention_maps(model, images).heat
+    assert heat.shape == (1, 4, 6)

@@ -146,4 +146,7 @@ def attention_maps(model: VisionTransformer, images: torch.Tensor, *, method: st
     heat = patch_heat(model, record, method)
     if heat.shape[1] != rows * cols:
         raise ValueError(f"{heat.shape[1]} patch tokens do not fill a {rows}x{cols} grid")
+    order = model.token_order(rows, cols)
+    if order is not None:  # tokens in merge groups -> raster
+        heat = heat[:, torch.argsort(order.to(heat.device))]
     return AttentionMaps(normalise(heat.reshape(-1, rows, cols)), output)

@@ -295,6 +295,11 @@ class VisionTransformer(nn.Module):
                 taps[i] = x
         return x
 
+    def token_order(self, height: int, width: int) -> torch.Tensor | None:
+        """The raster cell of each patch token of a dense (height, width) patch grid, in token order: a merging
+        model keeps each merge group's tokens together (as the HF towers do); None for raster order."""
+        return tower.dense_order(self.config, height, width, next(self.parameters()).device)
+
     def _grid_rope(self, images: torch.Tensor) -> BlockRotations | None:
         return None if self.rope is None else self.rope_for(*self.patch_embed.grid_for(*images.shape[-2:]))
 
@@ -481,7 +486,7 @@ class VisionTransformer(nn.Module):
                 out = self.norm(x) if norm else x
                 prefix, spatial = out[:, : self.num_prefix_tokens], out[:, self.num_prefix_tokens:]
                 if output_fmt == "NCHW":
-                    order = tower.dense_order(self.config, h, w, spatial.device)
+                    order = self.token_order(h, w)
                     if order is not None:  # merge-group order -> raster
                         spatial = spatial[:, torch.argsort(order)]
                     spatial = spatial.reshape(B, h, w, -1).permute(0, 3, 1, 2)  # (B, N, D) -> (B, D, h, w)
