@@ -9,6 +9,7 @@
 #   benchmarks/run_all.sh embed    CPU, vitkit embed vs the bare forward, and kNN / probe of the digits model (issue 17)
 #   benchmarks/run_all.sh rope     CPU, DINOv3 ViT-S/16 against timm's Eva, and RoPE's share of a block (issue 24)
 #   benchmarks/run_all.sh naflex   CPU, SigLIP2 NaFlex packed against transformers' and timm's padded batches (issue 25)
+#   benchmarks/run_all.sh tower    CPU, a Qwen2.5-VL vision tower packed against transformers' tower, same weights
 #
 # Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
 # from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
@@ -48,7 +49,9 @@ case "$SUITE" in
        ROUNDS=${ROUNDS:-3} ;;
   naflex) TITLE="SigLIP2 NaFlex: packed vs padded, CPU (fp32)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-1}
        ROUNDS=${ROUNDS:-2} ;;
-  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed|rope|naflex]" >&2; exit 2 ;;
+  tower) TITLE="Vision towers of VLMs (Qwen2.5-VL)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-2}
+       ROUNDS=${ROUNDS:-3} ;;
+  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed|rope|naflex|tower]" >&2; exit 2 ;;
 esac
 WARMUP=${WARMUP:-2}
 rm -rf "$OUT"
@@ -217,6 +220,17 @@ if [ "$SUITE" = naflex ]; then
     --min-side 64 --max-side 512 --budgets 256,1024 --depth 2 --steps "$STEPS" --rounds "$ROUNDS"
   { echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)."; echo
     python benchmarks/naflex_targets.py "$OUT/naflex_bench.json"; } >>"$SECTION"
+  python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
+  echo "wrote BENCHMARKS.md ($OUT)" >&2
+  exit 0
+fi
+if [ "$SUITE" = tower ]; then
+  # Qwen2.5-VL-7B's vision tower cut to 4 blocks (3 windowed, 1 full attention), packed vs transformers' tower
+  bench tower "qwen2_5_vl_vision_7b at 4 blocks, 16 images of raw sides 112-448 px at their smart_resize sizes" \
+    bench tower --model qwen2_5_vl_vision_7b --depth 4 --images 16 --min-side 112 --max-side 448 --warmup 1 \
+    "${ROUNDS_ARG[@]}" --device "$DEVICE" --precision "$PRECISION" --steps "$STEPS"
+  { echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)."; echo
+    python benchmarks/tower_targets.py "$OUT/tower.json"; } >>"$SECTION"
   python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
   echo "wrote BENCHMARKS.md ($OUT)" >&2
   exit 0

@@ -117,3 +117,18 @@ def plot_packing(report: dict[str, Any], path: str | os.PathLike) -> None:
     fig.suptitle(f"{s['model']} {s['mode']} · {s['images']} images, sides {s['min_side']}-{s['max_side']} px · "
                  f"{s['precision']} · {s['device']}")
     _save(plt, fig, path)
+
+
+def plot_tower(report: dict[str, Any], path: str | os.PathLike) -> None:
+    """Each way's patch tokens per second, labelled with its img/s and its ratio to transformers."""
+    s = report["settings"]
+    rows = report["rows"]
+    plt, fig, (ax,) = _figure(1, width=8.0)
+    colors = ["tab:blue" if row["way"].startswith("vitkit") else "tab:gray" for row in rows]
+    bars = ax.bar([row["way"] for row in rows], [row["tokens_per_s"] for row in rows], color=colors)
+    ax.bar_label(bars, labels=[f"{row['img_per_s']:.2f} img/s · {row['ratio']:.2f}×" for row in rows], padding=2)
+    ax.set_ylabel("patch tokens per second (median)")
+    ax.margins(y=0.15)
+    ax.set_title(f"{s['model']} at {s['depth']} blocks · {s['images']} images, raw sides {s['min_side']}-"
+                 f"{s['max_side']} px · {s['precision']} · {s['device']}\n(labels: img/s and ratio to transformers)")
+    _save(plt, fig, path)

@@ -189,3 +189,26 @@ def packing_table(report: dict[str, Any]) -> Table:
             _num(row["vs_padded"], 2), _num(row["mem_vs_padded"], 2),
         )
     return table
+
+
+def tower_table(report: dict[str, Any]) -> Table:
+    """vitkit's packed tower and transformers' on the same images and weights: speed, tokens/s and the ratio."""
+    s, tower = report["settings"], report["tower"]
+    blocks = (f"full attention in {tower['full_attention_blocks']}, windows of {tower['window_size']} patches elsewhere"
+              if tower["window_size"] else f"deepstack {tower['deepstack'] or 'none'}")
+    title = (f"{s['model']} at {s['depth']} blocks, {tower['embed_dim']} wide · {s['images']} images, raw sides "
+             f"{s['min_side']}-{s['max_side']} px, smart_resize · {s['precision']} · {s['device']}")
+    caption = "\n".join([
+        f"{blocks}; {report['patch_tokens']:,} patch tokens -> {report['merged_tokens']:,} merged; tokens/s counts "
+        "patch tokens",
+        f"max |difference| of the merged tokens, vitkit vs transformers (fp32): {report['max_abs_diff']:.2e} "
+        f"(tolerance {report['tolerance']:g}); ratio = img/s over transformers'",
+        _machine_caption(report["machine"]),
+    ])
+    table = Table(title=Text(title), caption=Text(caption), title_justify="left", caption_justify="left")
+    for name in ("way", "img/s", "tokens/s", "ms/step", "IQR", "ratio", "how"):
+        table.add_column(name, justify="left" if name in ("way", "how") else "right", no_wrap=True)
+    for row in report["rows"]:
+        table.add_row(Text(row["way"]), _num(row["img_per_s"], 2), _num(row["tokens_per_s"], 0),
+                      _num(row["ms_per_step"]), f"{row['spread_pct']:.0f}%", f"{row['ratio']:.2f}", Text(row["notes"]))
+    return table

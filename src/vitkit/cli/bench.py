@@ -1,7 +1,8 @@
-"""`vitkit bench`: vitkit against timm, vit-pytorch and HF; `bench attention`; `bench memory`; `bench packing`.
+"""`vitkit bench`: vitkit against timm, vit-pytorch and HF; `bench attention`; `bench memory`; `bench packing`;
+`bench tower`.
 
-`vitkit bench [--model NAME ...]` is the model benchmark; the subcommands are the kernel and the
-gradient-checkpointing benchmarks. Each parses its options and calls `vitkit.bench`.
+`vitkit bench [--model NAME ...]` is the model benchmark; the subcommands are the kernel, gradient-checkpointing,
+packing and VLM-tower benchmarks. Each parses its options and calls `vitkit.bench`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import typer
 from ..bench.attention_bench import DEFAULT_BACKENDS, AttentionBenchSettings, run_attention_bench
 from ..bench.memory_bench import MemoryBenchSettings, run_memory_bench
 from ..bench.packing_bench import PackingBenchSettings, run_packing_bench
-from ..bench.plots import plot_attention, plot_memory, plot_model, plot_packing
-from ..bench.report import attention_table, memory_table, model_table, packing_table, write_json
+from ..bench.plots import plot_attention, plot_memory, plot_model, plot_packing, plot_tower
+from ..bench.report import attention_table, memory_table, model_table, packing_table, tower_table, write_json
 from ..bench.runner import ModelBenchSettings, run_model_bench
+from ..bench.tower_bench import TowerBenchSettings, run_tower_bench
 from .app import app
 from .output import console
 
@@ -212,3 +214,33 @@ def bench_packing(
         rounds=rounds, **run,
     )
     return run_packing_bench(settings, progress=_progress)
+
+
+@bench_app.command("tower")
+@benchmark(tower_table, plot_tower, steps=(3, "Timed passes over the whole set, per round."),
+           warmup=(1, "Untimed passes first, per round."))
+def bench_tower(
+    model: str = typer.Option(
+        "qwen2_5_vl_vision_7b", "--model", help="A registered qwen2_5_vl_vision_* or qwen3_vl_vision_* tower."
+    ),
+    depth: int = typer.Option(
+        4, "--depth", help="Blocks kept; Qwen2.5-VL keeps a full-attention block and windowed ones."
+    ),
+    images: int = typer.Option(16, "--images", help="Random images in the set."),
+    min_side: int = typer.Option(112, "--min-side", help="Smallest raw side in px (then smart_resize)."),
+    max_side: int = typer.Option(448, "--max-side", help="Largest raw side in px (then smart_resize)."),
+    max_tokens: int | None = typer.Option(
+        None, "--max-tokens", help="vitkit's tokens per packed sequence (default: all images in one, as transformers)."
+    ),
+    attention: str = ATTENTION,
+    rounds: int = typer.Option(1, "--rounds", help="The ways take turns this many times; step times are pooled."),
+    width: int | None = typer.Option(None, "--width", hidden=True, help="Narrow the tower (quick runs, tests)."),
+    **run: Any,
+) -> dict | None:
+    """A VLM's vision tower (Qwen2.5-VL, Qwen3-VL) packed in vitkit against transformers' tower, same images and
+    weights: img/s, patch tokens/s and the ratio, after checking that both give the same merged tokens."""
+    settings = TowerBenchSettings(
+        model=model, depth=depth, images=images, min_side=min_side, max_side=max_side, max_tokens=max_tokens,
+        attention=attention, rounds=rounds, width=width, **run,
+    )
+    return run_tower_bench(settings, progress=_progress)

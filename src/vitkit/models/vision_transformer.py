@@ -410,14 +410,16 @@ class VisionTransformer(nn.Module):
     def pack(self, images: Sequence[torch.Tensor] | torch.Tensor, max_tokens: int | None = None,
              pad_to_patch: bool | None = None) -> PackedBatch:
         """`vitkit.pack_images` with this model's patch size and prefix tokens (padding: `dynamic_img_pad`).
-        `max_tokens` defaults to room for four images of the model's size (or patch budget, `max_patches`), and at
-        least the largest image given."""
+        `max_tokens` defaults to room for four images of the model's size (or patch budget, `max_patches`, or pixel
+        bound, `max_pixels`), and at least the largest image given."""
         from ..packing import pack_images
 
         if max_tokens is None:
             (ph, pw), n = self.patch_embed.patch_size, self.num_prefix_tokens
             largest = max((-(-image.shape[-2] // ph) * -(-image.shape[-1] // pw) for image in images), default=0)
             cells = self.config.max_patches or math.prod(self.patch_embed.grid_size)
+            if self.config.max_pixels is not None:  # Qwen-VL sizing: images up to max_pixels
+                cells = self.config.max_pixels // (ph * pw)
             max_tokens = max(4 * (cells + n), largest + n)
         options = self.packing_options()
         if pad_to_patch is not None:
