@@ -40,7 +40,9 @@ def test_hf_vit_for_image_classification(tmp_path: Path) -> None:
     theirs = realistic_(hf.ViTForImageClassification(hf.ViTConfig(**SMALL, num_labels=7)))
     loaded = load_checkpoint(saved(theirs, tmp_path))
     mine = loaded.model
-    assert loaded.source_format == "hf-vit" and loaded.report.clean and not loaded.assumed
+    assert loaded.source_format == "hf-vit" and loaded.report.clean
+    # config.json fixes every model field; no preprocessor_config.json: the data config is HF ViT's, said so
+    assert set(loaded.assumed) == {"mean", "std", "crop_pct", "interpolation"}
     assert (mine.config.norm_eps, mine.config.num_classes, mine.config.act_layer) == (1e-12, 7, "gelu")
     x = images()
     assert_parity(mine, lambda x: theirs(x).logits, x, mine, theirs)

@@ -352,8 +352,8 @@ def test_bad_sizes_and_settings_say_what_to_do() -> None:
 
 
 def test_sharded_vlm_checkpoint_reads_only_the_tower(tmp_path: Path) -> None:
-    """A sharded whole-VLM directory (model.safetensors.index.json): the tower's tensors are read, the language
-    model's only as shapes from the shard headers, and the key report lists them as left out."""
+    """A sharded whole-VLM directory (model.safetensors.index.json): only the shards that hold the tower are read
+    (the others need not be there), and the key report lists the language model's keys as left out."""
     from safetensors.torch import save_file
 
     from vitkit.checkpoints.sources import read_source
@@ -370,9 +370,9 @@ def test_sharded_vlm_checkpoint_reads_only_the_tower(tmp_path: Path) -> None:
     (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     config = {"model_type": "qwen2_5_vl", "vision_config": hf.config.to_dict()}
     (root / "config.json").write_text(json.dumps(config))
+    (root / "model-00001-of-00002.safetensors").unlink()  # the language model's shard is never opened
     read = read_source(root).state_dict
-    assert read["lm_head.weight"].is_meta and tuple(read["lm_head.weight"].shape) == (50, 8)
-    assert not read["visual.merger.ln_q.weight"].is_meta
+    assert read["lm_head.weight"].is_meta and not read["visual.merger.ln_q.weight"].is_meta
     loaded = load_checkpoint(root)
     assert loaded.report.clean and any("language model" in line for line in loaded.report.dropped)
     items = pictures(14)

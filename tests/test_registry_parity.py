@@ -34,6 +34,8 @@ TIMM_PEERS = {
     "siglip_large_patch16_384": "vit_large_patch16_siglip_384",
     "siglip_so400m_patch14_224": "vit_so400m_patch14_siglip_224",
     "siglip_so400m_patch14_384": "vit_so400m_patch14_siglip_384",
+    **{name: name for name in (f"vit_{size}_patch14{reg}_dinov2" for size in ("small", "base", "large")
+                               for reg in ("", "_reg4"))},
 }
 VIT_PYTORCH_PEERS = {"simple_vit_small_patch16_224", "simple_vit_base_patch16_224"}
 # vitkit's own model for the bundled digits, named after nothing else.

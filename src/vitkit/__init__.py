@@ -1,7 +1,7 @@
 """vitkit: Vision Transformers whose attention runs on the fastest exact kernel the machine has."""
 
 from . import attention
-from .checkpoints import convert_state_dict, create_model, load_pretrained, save_pretrained
+from .checkpoints import convert_state_dict, create_model, list_pretrained, load_pretrained, save_pretrained
 from .layers import EfficientAttention, TransformerBlock
 from .models import (
     SimpleViT,
@@ -39,6 +39,7 @@ __all__ = [
     "create_model",
     "embed",
     "list_models",
+    "list_pretrained",
     "load_embeddings",
     "load_pretrained",
     "pack_images",

@@ -15,18 +15,23 @@ from .pretrained import (
     load_pretrained,
     save_pretrained,
 )
+from .tags import PRETRAINED, Pretrained, get_pretrained, list_pretrained
 
 __all__ = [
     "FORMATS",
+    "PRETRAINED",
     "Conversion",
     "KeyReport",
     "Loaded",
+    "Pretrained",
     "atomic_path",
     "check_model_dir",
     "convert_state_dict",
     "create_model",
     "detect_format",
+    "get_pretrained",
     "key_report",
+    "list_pretrained",
     "load_checkpoint",
     "load_config",
     "load_model_dir",

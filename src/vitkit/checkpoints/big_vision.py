@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .data_configs import FAMILIES
 from .keymap import Renamed, StateDict, take_prefix
 
 # Where the image tower lives: SigLIP two-tower `params/img/`, big_vision `params/`, old optimizer dumps
@@ -162,4 +163,6 @@ def convert_big_vision(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     if query in sd:
         hints["num_heads"] = sd[query].shape[1]  # (D, H, hd)
     out = {k: v.contiguous() for k, v in out.items()}
-    return Renamed(out, hints=hints, dropped=dropped)
+    assumed: dict[str, str] = {}
+    FAMILIES["big_vision"].fill(hints, assumed)
+    return Renamed(out, hints=hints, dropped=dropped, assumed=assumed)

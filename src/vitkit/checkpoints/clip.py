@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from ..models import INTERPOLATIONS
+from .data_configs import FAMILIES
 from .hf_common import hf_hints
 from .hf_siglip import ENCODER_RULES, vision_tower
 from .keymap import Renamed, StateDict, drop_keys, fuse_qkv, rename, take_prefix
@@ -50,25 +51,38 @@ def convert_hf_clip(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     if "embeddings.position_embedding.weight" in out:
         out["pos_embed"] = out.pop("embeddings.position_embedding.weight")[None]  # (1 + N, D) -> (1, 1 + N, D)
     _projection_head(out, projection)
-    hints, assumed = hf_hints(meta, HF_DEFAULTS)
+    hints, assumed = hf_hints(meta, HF_DEFAULTS, FAMILIES["hf_clip"])
     return Renamed(fuse_qkv(out), hints={**hints, **CLIP_HINTS}, dropped=dropped, assumed=assumed)
 
 
+# OpenCLIP's eval resize modes vitkit's crop_pct expresses: the shorter side to the model's size and a centre crop
+# of that size ('shortest'), or straight to the model's size ('squash'); both keep the whole shorter side.
+RESIZE_MODES = {"shortest": 1.0, "squash": 1.0}
+
+
+def preprocess_hints(meta: dict[str, Any]) -> dict[str, Any]:
+    """The data config an OpenCLIP `open_clip_config.json` states in `preprocess_cfg` (mean, std, interpolation,
+    resize_mode as crop_pct)."""
+    preprocess = (meta.get("open_clip") or {}).get("preprocess_cfg") or {}
+    hints: dict[str, Any] = {k: tuple(preprocess[k]) for k in ("mean", "std") if k in preprocess}
+    if preprocess.get("interpolation") in INTERPOLATIONS:
+        hints["interpolation"] = preprocess["interpolation"]
+    if preprocess.get("resize_mode") in RESIZE_MODES:
+        hints["crop_pct"] = RESIZE_MODES[preprocess["resize_mode"]]
+    return hints
+
+
 def open_clip_hints(meta: dict[str, Any]) -> dict[str, Any]:
-    """Fields from an OpenCLIP `open_clip_config.json` (`model_cfg.vision_cfg`, `quick_gelu`)."""
+    """Fields from an OpenCLIP `open_clip_config.json` (`model_cfg.vision_cfg`, `quick_gelu`, `preprocess_cfg`)."""
     model_cfg = (meta.get("open_clip") or {}).get("model_cfg") or {}
     vision = model_cfg.get("vision_cfg") or {}
-    hints: dict[str, Any] = {"crop_pct": 1.0}  # CLIP resizes the shorter side to the model's size and crops that
+    hints = preprocess_hints(meta)
     if model_cfg:
         hints["act_layer"] = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
     if "width" in vision:
         hints["num_heads"] = vision["width"] // vision.get("head_width", 64)
     if "image_size" in vision:
         hints["img_size"] = vision["image_size"]
-    preprocess = (meta.get("open_clip") or {}).get("preprocess_cfg") or {}
-    hints.update({k: tuple(preprocess[k]) for k in ("mean", "std") if k in preprocess})
-    if preprocess.get("interpolation") in INTERPOLATIONS:
-        hints["interpolation"] = preprocess["interpolation"]
     return hints
 
 
@@ -85,9 +99,10 @@ def convert_open_clip(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     proj = out.pop("proj", None)
     _projection_head(out, None if proj is None else proj.t())  # x @ proj, proj (D, E) -> Linear weight (E, D)
     hints = {"norm_eps": 1e-5, **CLIP_HINTS, **open_clip_hints(meta)}
+    assumed = {"norm_eps": "1e-05 (CLIP's LayerNorm default)"}
+    FAMILIES["open_clip"].fill(hints, assumed)
     required = {}
     if "act_layer" not in hints:
         required["act_layer"] = ("OpenAI's CLIP weights use 'quick_gelu', most OpenCLIP (LAION, DataComp) weights "
                                  "'gelu'; the model's open_clip_config.json says which")
-    return Renamed(out, hints=hints, dropped=dropped, assumed={"norm_eps": "1e-05 (CLIP's LayerNorm default)"},
-                   required=required)
+    return Renamed(out, hints=hints, dropped=dropped, assumed=assumed, required=required)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .data_configs import FAMILIES
 from .hf_common import hf_hints, vision_config
 from .keymap import Renamed, StateDict, drop_keys, fuse_qkv, rename
 
@@ -74,7 +75,7 @@ def convert_hf_dinov2(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     dropped: list[str] = []
     sd = drop_keys(state_dict, r"^embeddings\.mask_token$", "masked-image-modeling token", dropped)
     out = fuse_qkv(rename(_fuse_gate_up(sd), HF_RULES))
-    hints, assumed = hf_hints(meta, DEFAULTS)
+    hints, assumed = hf_hints(meta, DEFAULTS, FAMILIES["dinov2"])
     if "layerscale_value" in vision_config(meta):
         hints["init_values"] = vision_config(meta)["layerscale_value"]
     hints["dynamic_img_size"] = True  # HF DINOv2 interpolates the table for any input size
@@ -89,5 +90,6 @@ def convert_dinov2(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     out = rename(rename(sd, ORIGINAL_RULES), ORIGINAL_MLP)
     hints = {**DEFAULTS, "dynamic_img_size": True}
     assumed = {k: f"{v!r} (DINOv2's default; not stored in the weights)" for k, v in DEFAULTS.items()}
+    FAMILIES["dinov2"].fill(hints, assumed)
     _common(out, hints, assumed)
     return Renamed(out, hints=hints, dropped=dropped, assumed=assumed)

@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from ..models import IMAGENET_MEAN, IMAGENET_STD
+from .data_configs import FAMILIES
 from .hf_common import hf_hints, vision_config
 from .keymap import Renamed, StateDict, block_count, drop_keys, rename
 
-# What every DINOv3 checkpoint shares, whichever layout.
+# What every DINOv3 checkpoint shares, whichever layout (its data config: FAMILIES['dinov3'], unless stated).
 DINOV3 = dict(rope="dinov3", pos_embed="none", class_token=True, global_pool="token", fc_norm=False,
-              dynamic_img_size=True, mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0)
+              dynamic_img_size=True)
 DEFAULTS = {"rope_theta": 100.0, "norm_eps": 1e-5, "act_layer": "gelu", "img_size": 224}
 
 _LAYER = r"^(?:model\.)?layer\.(\d+)\."  # transformers saves `layer.N.`; its module path is `model.layer.N.`
@@ -65,7 +65,7 @@ def convert_hf_dinov3(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     dropped: list[str] = []
     sd = drop_keys(state_dict, r"^embeddings\.mask_token$", "masked-image-modeling token", dropped)
     out = _fuse(_mlp_names(rename(sd, HF_RULES)))
-    hints, assumed = hf_hints(meta, DEFAULTS)
+    hints, assumed = hf_hints(meta, DEFAULTS, FAMILIES["dinov3"])
     config = vision_config(meta)
     names = {"rope_theta": "rope_theta", "layerscale_value": "init_values", "pos_embed_shift": "rope_shift",
              "pos_embed_jitter": "rope_jitter", "pos_embed_rescale": "rope_rescale"}
@@ -85,6 +85,7 @@ def convert_dinov3(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     out = rename(sd, ORIGINAL_RULES)
     hints: dict[str, Any] = {**DINOV3, **DEFAULTS, "key_bias": False}
     assumed = {k: f"{v!r} (DINOv3's default; not stored in the weights)" for k, v in DEFAULTS.items()}
+    FAMILIES["dinov3"].fill(hints, assumed)
     if "blocks.0.mlp.fc1_g.weight" in out:
         hints.update(mlp_layer="swiglu", act_layer="silu")
         assumed.pop("act_layer")

@@ -14,14 +14,17 @@ from typing import Any
 import torch
 
 from ..layers import ROPES
+from .data_configs import FAMILIES, registered_data
 from .infer import mlp_ratio_for
 from .keymap import Renamed, StateDict, block_count, rename
+from .timm import pretrained_cfg_hints
 
 RULES = [(r"\.gamma_1$", ".ls1.gamma"), (r"\.gamma_2$", ".ls2.gamma")]
-# Settings of the registered configs that the weights cannot show (shapes are read from the tensors).
+# Settings of the registered configs that the weights cannot show (shapes are read from the tensors; the data config
+# from config.json's pretrained_cfg, else the registered one, said so).
 NAMED_FIELDS = (
     "rope", "rope_theta", "rope_grid", "rope_offset", "rope_indexing", "key_bias", "mlp_norm", "act_layer", "norm_eps",
-    "global_pool", "fc_norm", "mean", "std", "crop_pct", "interpolation", "img_size", "dynamic_img_size", "num_heads",
+    "global_pool", "fc_norm", "img_size", "dynamic_img_size", "num_heads",
 )
 
 
@@ -43,34 +46,43 @@ def fuse_eva_qkv(sd: StateDict) -> tuple[StateDict, bool]:
     return out, masked
 
 
-def _guess(sd: StateDict) -> dict[str, Any]:
-    """The settings the keys point to, when no config names the architecture: RoPE-Mixed with learned frequencies,
-    DINOv3 with registers and no table, else EVA-02 (its MIM pretraining grid of 16 x 16 as the reference)."""
+def _guess(sd: StateDict) -> tuple[dict[str, Any], str]:
+    """The settings the keys point to, when no config names the architecture, and the family whose data config
+    goes with them: RoPE-Mixed with learned frequencies, DINOv3 with registers and no table, else EVA-02 (its MIM
+    pretraining grid of 16 x 16 as the reference)."""
     if "rope.freqs" in sd:
-        return dict(rope="mixed", rope_theta=10.0, rope_indexing="xy", norm_eps=1e-6, img_size=224)
+        return dict(rope="mixed", rope_theta=10.0, rope_indexing="xy", norm_eps=1e-6, img_size=224), "timm_rope_mixed"
     if "reg_token" in sd and "pos_embed" not in sd:
         return dict(rope="dinov3", rope_theta=100.0, dynamic_img_size=True, norm_eps=1e-5, global_pool="avg",
-                    fc_norm=False, img_size=256)
-    return dict(rope="eva02", rope_theta=10000.0, rope_grid=(16, 16), norm_eps=1e-6)
+                    fc_norm=False, img_size=256), "timm_dinov3"
+    return dict(rope="eva02", rope_theta=10000.0, rope_grid=(16, 16), norm_eps=1e-6), "timm_eva02"
 
 
 def convert_timm_eva(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
-    from ..models import get_config, list_models
+    from ..models import get_config
 
     sd, masked = fuse_eva_qkv(rename(state_dict, RULES))
     hints: dict[str, Any] = {"key_bias": not masked}
     if "blocks.0.mlp.norm.weight" in sd:
         hints["mlp_norm"] = True
-    arch = str((meta.get("config") or {}).get("architecture", "")).split(".")[0]
-    if arch in list_models():
-        named = get_config(arch)
-        return Renamed(sd, hints={**{f: getattr(named, f) for f in NAMED_FIELDS}, **hints})
-    guess = _guess(sd)
+    config = meta.get("config") or {}
+    stated = pretrained_cfg_hints(config)
+    arch = str(config.get("architecture", "")).split(".")[0]
+    named = registered_data(arch)
+    if named is not None:
+        hints = {**{f: getattr(get_config(arch), f) for f in NAMED_FIELDS}, **stated, **hints}
+        assumed: dict[str, str] = {}
+        named.fill(hints, assumed)
+        return Renamed(sd, hints=hints, assumed=assumed)
+    guess, family = _guess(sd)
     gated = "blocks.0.mlp.fc1_g.weight" in sd or (
         sd["blocks.0.mlp.fc2.weight"].shape[1] * 2 == sd["blocks.0.mlp.fc1.weight"].shape[0])
     guess["act_layer"] = "silu" if gated else "gelu"  # timm's Eva: SiLU in its gated MLPs, GELU otherwise
-    assumed = {k: f"{v!r} (no config.json names the architecture; guessed from the keys)" for k, v in guess.items()}
-    return Renamed(sd, hints={**guess, **hints}, assumed=assumed)
+    assumed = {k: f"{v!r} (no config.json names the architecture; guessed from the keys)" for k, v in guess.items()
+               if k not in stated}
+    hints = {**guess, **stated, **hints}
+    FAMILIES[family].fill(hints, assumed)
+    return Renamed(sd, hints=hints, assumed=assumed)
 
 
 # vitkit rope -> timm Eva's rope_type

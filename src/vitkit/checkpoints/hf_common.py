@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .data_configs import DataConfig
+
 # HF `hidden_act` -> vitkit act_layer (gelu_new / gelu_fast are the tanh approximation too).
 HF_ACTS = {
     "gelu": "gelu",
@@ -25,8 +27,10 @@ def vision_config(meta: dict[str, Any]) -> dict[str, Any]:
     return config.get("vision_config") or config
 
 
-def hf_hints(meta: dict[str, Any], defaults: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(vitkit fields from the HF config, {field: note} for each default used because there was no config)."""
+def hf_hints(meta: dict[str, Any], defaults: dict[str, Any],
+             family: DataConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """(vitkit fields from the HF config and preprocessor_config.json, {field: note} for each default used because
+    neither stated it: `defaults` for the model, `family`'s published data config for the images)."""
     config = vision_config(meta)
     hints: dict[str, Any] = {}
     if "num_attention_heads" in config:
@@ -48,7 +52,9 @@ def hf_hints(meta: dict[str, Any], defaults: dict[str, Any]) -> tuple[dict[str, 
             hints[key] = tuple(preprocess[f"image_{key}"])
     hints.update(_framing(preprocess))
     assumed = {k: f"{v!r} (the HF default; no config.json)" for k, v in defaults.items() if k not in hints}
-    return {**defaults, **hints}, assumed
+    hints = {**defaults, **hints}
+    family.fill(hints, assumed)
+    return hints, assumed
 
 
 # PIL resampling codes in an HF preprocessor_config.json.
@@ -57,13 +63,14 @@ _RESAMPLE = {2: "bilinear", 3: "bicubic"}
 
 def _framing(preprocess: dict[str, Any]) -> dict[str, Any]:
     """crop_pct and interpolation of an HF image processor: a processor that resizes straight to the model's size
-    keeps the whole image (1.0); one that centre-crops `crop_size` from `size['shortest_edge']` keeps their ratio."""
+    keeps the whole image (1.0); one that centre-crops `crop_size` from `size` (its shortest edge, or its height)
+    keeps their ratio."""
     hints: dict[str, Any] = {}
     if preprocess.get("resample") in _RESAMPLE:
         hints["interpolation"] = _RESAMPLE[preprocess["resample"]]
     size, crop = preprocess.get("size"), preprocess.get("crop_size")
     if preprocess.get("do_center_crop") and isinstance(size, dict) and isinstance(crop, dict):
-        edge, height = size.get("shortest_edge"), crop.get("height")
+        edge, height = size.get("shortest_edge", size.get("height")), crop.get("height")
         if isinstance(edge, int) and isinstance(height, int) and 0 < height <= edge:
             hints["crop_pct"] = height / edge
     elif preprocess and not preprocess.get("do_center_crop"):

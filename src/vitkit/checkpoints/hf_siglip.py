@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..models import NAFLEX
+from .data_configs import DATA_FIELDS, FAMILIES
 from .hf_common import hf_hints, vision_config
 from .keymap import Renamed, StateDict, drop_keys, fuse_qkv, rename
 
@@ -58,17 +59,19 @@ def convert_hf_siglip(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
         if packed is not None:  # nn.MultiheadAttention packs q, k, v: (3D, ...) -> q (D, ...), kv (2D, ...)
             dim = packed.shape[0] // 3
             out[f"attn_pool.q.{kind}"], out[f"attn_pool.kv.{kind}"] = packed[:dim], packed[dim:]
-    hints, assumed = hf_hints(meta, DEFAULTS)
+    naflex = out["patch_embed.proj.weight"].dim() == 2  # SigLIP2 NaFlex
+    hints, assumed = hf_hints(meta, DEFAULTS, FAMILIES["naflex" if naflex else "hf_siglip"])
     config = vision_config(meta)
     use_head = config.get("vision_use_head", "attn_pool.latent" in out)
     pool = {"global_pool": "map"} if use_head else {"global_pool": "avg", "fc_norm": False}
     hints.update(class_token=False, pos_embed_antialias=False, **pool)
-    if out["patch_embed.proj.weight"].dim() == 2:  # SigLIP2 NaFlex
+    if naflex:
         channels = config.get("num_channels", 3)
         patch = math.isqrt(out["patch_embed.proj.weight"].shape[1] // channels)
         out["patch_embed.proj.weight"] = naflex_to_conv(out["patch_embed.proj.weight"], patch, channels)
         grid = math.isqrt(out["pos_embed"].shape[1])
-        hints.update(NAFLEX, patch_size=patch, img_size=grid * patch, max_patches=grid * grid)
+        hints.update({k: v for k, v in NAFLEX.items() if k not in DATA_FIELDS}, patch_size=patch, img_size=grid * patch,
+                     max_patches=grid * grid)
     return Renamed(fuse_qkv(out), hints=hints, dropped=dropped, assumed=assumed)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .data_configs import FAMILIES
 from .hf_common import hf_hints
 from .keymap import Renamed, StateDict, drop_keys, fuse_qkv, rename
 
@@ -31,6 +32,6 @@ def convert_hf_vit(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     state_dict = drop_keys(state_dict, r"^(?:vit\.)?embeddings\.mask_token$", "masked-image-modeling token", dropped)
     state_dict = drop_keys(state_dict, r"^(?:vit\.)?pooler\.", "ViTModel's dense+tanh pooler; vitkit pools the "
                            "class token after the final norm", dropped)
-    hints, assumed = hf_hints(meta, DEFAULTS)
+    hints, assumed = hf_hints(meta, DEFAULTS, FAMILIES["hf_vit"])
     hints.update(class_token=True, global_pool="token", pos_embed_antialias=False)
     return Renamed(fuse_qkv(rename(state_dict, RULES)), hints=hints, dropped=dropped, assumed=assumed)

@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME, load_pretrained
+from .tags import pretrained_tag
 
 MODEL_DIR_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
@@ -35,5 +36,7 @@ def check_model_dir(directory: str | os.PathLike, *, argument: str = "checkpoint
 def load_model_dir(directory: str | os.PathLike, *, argument: str = "checkpoint",
                    img_size: int | tuple[int, int] | None = None, attention: str | None = None) -> nn.Module:
     """The model of a vitkit model directory in eval mode, optionally rebuilt at `img_size` (positions
-    resampled), on the `attention` kernel (see `load_pretrained`)."""
+    resampled), on the `attention` kernel (see `load_pretrained`); published weights by name (NAME.TAG) too."""
+    if pretrained_tag(directory) is not None:
+        return load_pretrained(directory, img_size=img_size, attention=attention)
     return load_pretrained(check_model_dir(directory, argument=argument), img_size=img_size, attention=attention)

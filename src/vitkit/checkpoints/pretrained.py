@@ -25,6 +25,7 @@ from .convert import Conversion, convert_state_dict
 from .io import save_state_dict
 from .keymap import rename
 from .sources import read_source
+from .tags import fetch_pretrained, get_pretrained, pretrained_tag
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -228,6 +229,13 @@ def load_checkpoint(
     config fields set by default."""
     attention = attention_argument(attention, overrides)
     skip = _skip_patterns(skip)
+    tag = pretrained_tag(source) if model is None else None
+    if tag is not None:  # published weights by name: the tag's model, with the caller's changes, and its files
+        settings = {**tag.config_changes(), **overrides, **({"img_size": img_size} if img_size else {})}
+        model = models.create_model(tag.model, **settings)
+        if settings["num_classes"] != tag.num_classes:
+            skip = (*skip, "head")
+        source, source_format, overrides, img_size = fetch_pretrained(tag), tag.layout, {}, None
     src = read_source(source, trust_pickle=trust_pickle)
     conversion: Conversion | None = None
     if src.vitkit_config is not None and source_format in ("auto", "vitkit"):
@@ -278,7 +286,8 @@ def load_pretrained(source: str | os.PathLike, **options: Any) -> nn.Module:
     `source`: a vitkit directory; a weights file (.safetensors, .pt/.pth/.bin read with weights_only=True, or a
     big_vision / vision_transformer JAX .npz; JSON files beside it are read too); an HF-style directory
     (config.json + model.safetensors or pytorch_model.bin, sharded or not; OpenCLIP's open_clip_config.json);
-    or `hf-hub:org/name[@rev]`. Keyword options:
+    or `hf-hub:org/name[@rev]`; or published weights by name, `NAME.TAG` (`vitkit.list_pretrained()`; a NAME alone:
+    its default tag), fetched into the Hugging Face cache. Keyword options:
     `source_format`: 'auto' (from the keys) or a name from `vitkit.checkpoints.FORMATS`.
     `model`: load into this model instead of building one from the inferred config.
     `strict` (True): raise with the key report (missing / unexpected / shape-mismatched keys) unless it is clean.
@@ -297,16 +306,29 @@ def load_pretrained(source: str | os.PathLike, **options: Any) -> nn.Module:
     return load_checkpoint(source, **options).model
 
 
-def create_model(name: str, *, pretrained: str | os.PathLike | None = None, trust_pickle: bool = False,
+def create_model(name: str, *, pretrained: bool | str | os.PathLike | None = None, trust_pickle: bool = False,
                  attention: str | None = None, deterministic: bool | None = None, **overrides: Any) -> nn.Module:
     """A registered model (`vitkit.list_models()`) with config fields overridden, e.g. `num_classes=10`, running
     attention on `attention` ('auto' by default; see `VisionTransformer.set_attention`).
 
-    `pretrained`: a checkpoint loaded into it with `load_pretrained(pretrained, model=..., trust_pickle=...)`,
-    in eval mode; without it the model is freshly initialised, in training mode as any new nn.Module.
+    `name` may carry a tag, `NAME.TAG` (`vitkit.list_pretrained()`): the model then has the settings of those
+    published weights (classes, data config). `pretrained=True` downloads them (a name without a tag: its default
+    tag) into the Hugging Face cache, or takes them from there offline, and loads them; `pretrained=PATH` loads a
+    checkpoint with `load_pretrained(PATH, model=..., trust_pickle=...)`. Either way the model comes in eval mode;
+    without weights it is freshly initialised, in training mode as any new nn.Module.
     """
-    model = models.create_model(name, attention=attention_argument(attention, overrides),
-                                deterministic=deterministic, **overrides)
-    if pretrained is not None:
+    tag = get_pretrained(name) if pretrained is True or "." in name else None
+    if pretrained is not None and not isinstance(pretrained, bool | str | os.PathLike):
+        raise TypeError(f"pretrained must be True (published weights), False, or a checkpoint path; got "
+                        f"{type(pretrained).__name__}")
+    settings = {**tag.config_changes(), **overrides} if tag is not None else overrides
+    model = models.create_model(tag.model if tag is not None else name,
+                                attention=attention_argument(attention, settings), deterministic=deterministic,
+                                **settings)
+    if pretrained is True:  # a classifier of another size than the weights' starts fresh, as in timm
+        other_head = settings.get("num_classes", tag.num_classes) != tag.num_classes
+        load_pretrained(fetch_pretrained(tag), model=model, source_format=tag.layout,
+                        skip="head" if other_head else ())
+    elif pretrained not in (None, False):
         load_pretrained(pretrained, model=model, trust_pickle=trust_pickle)
     return model

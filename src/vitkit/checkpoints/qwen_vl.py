@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from ..models import QWEN2_5_VL, QWEN3_VL
+from .data_configs import FAMILIES, DataConfig
 from .hf_common import hf_hints, vision_config
 from .keymap import Renamed, StateDict, block_count, rename, take_prefix
 
@@ -61,9 +62,9 @@ def _frames(state_dict: StateDict) -> dict[str, int]:
 
 
 def _common(config: dict[str, Any], preprocess: dict[str, Any], defaults: dict[str, Any],
-            meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+            meta: dict[str, Any], family: DataConfig) -> tuple[dict[str, Any], dict[str, str]]:
     """Fields both towers read the same way from config.json and preprocessor_config.json."""
-    hints, assumed = hf_hints(meta, {})
+    hints, assumed = hf_hints(meta, {}, family)
     if "num_heads" in config:
         hints["num_heads"] = config["num_heads"]
     if "spatial_merge_size" in config:
@@ -88,8 +89,8 @@ def convert_hf_qwen2_5_vl(state_dict: StateDict, meta: dict[str, Any]) -> Rename
     sd, dropped = tower_keys(state_dict)
     out = rename(sd, QWEN2_5_RULES)
     config, preprocess = vision_config(meta), meta.get("preprocessor") or {}
-    defaults = dict(QWEN2_5_DEFAULTS, **{k: v for k, v in QWEN2_5_VL.items() if k in ("mean", "std", "act_layer")})
-    hints, assumed = _common(config, preprocess, defaults, meta)
+    defaults = dict(QWEN2_5_DEFAULTS, act_layer=QWEN2_5_VL["act_layer"])
+    hints, assumed = _common(config, preprocess, defaults, meta, FAMILIES["qwen2_5_vl"])
     patch, merge = out["patch_embed.proj.weight"].shape[-1], hints.get("merge_size", 2)
     if "window_size" in config:  # in pixels there, in whole merge groups of patches here, as HF rounds it
         hints["window_size"] = config["window_size"] // merge // patch * merge
@@ -107,8 +108,8 @@ def convert_hf_qwen3_vl(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     out = rename(sd, QWEN3_RULES)
     out["pos_embed"] = out.pop("pos_embed.weight")[None]  # (N, D) -> (1, N, D)
     config, preprocess = vision_config(meta), meta.get("preprocessor") or {}
-    defaults = dict(QWEN3_DEFAULTS, **{k: v for k, v in QWEN3_VL.items() if k in ("mean", "std", "act_layer")})
-    hints, assumed = _common(config, preprocess, defaults, meta)
+    defaults = dict(QWEN3_DEFAULTS, act_layer=QWEN3_VL["act_layer"])
+    hints, assumed = _common(config, preprocess, defaults, meta, FAMILIES["qwen3_vl"])
     stacked = sorted({int(m[1]) for k in out if (m := re.match(r"^deepstack\.(\d+)\.", k))})
     if "deepstack_visual_indexes" in config:
         hints["deepstack"] = tuple(config["deepstack_visual_indexes"])

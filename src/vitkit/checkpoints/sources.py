@@ -18,6 +18,10 @@ from .io import read_state_dict
 from .keymap import StateDict
 from .qwen_vl import TOWER_PREFIXES
 
+# Where whole vision-language models keep their vision tower: Qwen-VL (`visual.`, `model.visual.`), DeepSeek-VL2
+# (`vision.`). A sharded checkpoint with such keys is read tower only.
+VLM_TOWERS = (*TOWER_PREFIXES, "vision.")
+
 HUB_PREFIX = "hf-hub:"
 # Weight files of a directory, in order of preference (safetensors first).
 WEIGHT_FILES = (
@@ -81,8 +85,8 @@ def _read_sharded(index: Path, trust_pickle: bool) -> StateDict:
     if not isinstance(weight_map, dict):
         raise ValueError(f"{index} has no 'weight_map'; is it a sharded-checkpoint index?")
     shards = sorted({inside(index.parent, shard, index) for shard in weight_map.values()})
-    if all(p.suffix == ".safetensors" for p in shards) and any(k.startswith(TOWER_PREFIXES) for k in weight_map):
-        return _tower_only(shards)
+    if all(p.suffix == ".safetensors" for p in shards) and any(k.startswith(VLM_TOWERS) for k in weight_map):
+        return _tower_only(index.parent, weight_map)
     merged: StateDict = {}
     for shard in shards:
         merged.update(read_state_dict(shard, trust_pickle=trust_pickle))
@@ -93,23 +97,29 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF
            "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "BOOL": torch.bool}
 
 
-def _tower_only(shards: list[Path]) -> StateDict:
-    """The vision tower's tensors (keys under `TOWER_PREFIXES`) of a whole VLM's shards; every other key as a meta
-    tensor of its shape (read from the shard's header, no data), so the key report still lists what is left out.
-    Shards without tower keys are never read past their header."""
-    out: StateDict = {}
-    for shard in shards:
+def tower_shards(weight_map: dict[str, str]) -> list[str]:
+    """The shards of a whole VLM's index that hold its vision tower (keys under `VLM_TOWERS`)."""
+    return sorted({shard for key, shard in weight_map.items() if key.startswith(VLM_TOWERS)})
+
+
+def _tower_only(directory: Path, weight_map: dict[str, str]) -> StateDict:
+    """The vision tower's tensors (keys under `VLM_TOWERS`) of a whole VLM's safetensors shards. Every other key comes
+    as a meta tensor (no data), so the key report still lists what is left out: of its shape when its shard is one
+    of the tower's (read from the header), empty when its shard is not read at all (it may not even be here)."""
+    out: StateDict = {key: torch.empty(0, device="meta") for key in weight_map}
+    for name in tower_shards(weight_map):
+        shard = inside(directory, name, directory / "model.safetensors.index.json")
         try:
             with safe_open(str(shard), framework="pt") as f:
                 for key in f.keys():  # noqa: SIM118 (safe_open has no __contains__ / __iter__)
-                    if key.startswith(TOWER_PREFIXES):
+                    if key.startswith(VLM_TOWERS):
                         out[key] = f.get_tensor(key)
                     else:
                         part = f.get_slice(key)
                         out[key] = torch.empty(part.get_shape(), dtype=_DTYPES.get(part.get_dtype(), torch.float32),
                                                device="meta")
         except (SafetensorError, OSError) as err:
-            raise ValueError(f"{shard} is not a readable safetensors shard: {err}") from err
+            raise ValueError(f"{shard} is not a readable safetensors shard: {err}; download it again") from err
     return out
 
 
@@ -153,40 +163,32 @@ def read_source(source: str | os.PathLike, *, trust_pickle: bool = False) -> Sou
     return Source(str(path), _read_weights(weights, trust_pickle), vitkit_config, meta)
 
 
-def _hub_offline() -> bool:
-    """Hugging Face's own offline switch (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE), read now, not at import."""
-    import huggingface_hub
-
-    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    return huggingface_hub.constants.is_offline_mode() or any(
-        (f or "").upper() in ("1", "ON", "YES", "TRUE") for f in flags
-    )
-
-
 def fetch_hub(repo: str) -> Path:
-    """The local snapshot of an HF hub repository `org/name[@revision]` (weights + JSON files only).
+    """The local snapshot of hub repository `org/name[@revision]`, holding its JSON companions (META_FILES) and its
+    weights only: safetensors first (WEIGHT_FILES' in order, an index with its shards — of a whole vision-language
+    model only those holding its vision tower —, else the one *.safetensors at the top), then pickles. The file
+    list is the hub's, or offline the cached snapshot's (`hub.hub_listing`); the files come, verified, through
+    `hub.hub_files`."""
+    from . import hub
 
-    Offline, only an already cached snapshot is used, and a missing one fails at once, with no network try.
-    """
     repo_id, _, revision = repo.partition("@")
-    local_hint = (f"download it where there is network (`hf download {repo_id} --local-dir DIR`) and pass the "
-                  "directory instead: vitkit.load_pretrained('DIR')")
-    try:
-        import huggingface_hub
-    except ImportError as err:
-        raise ValueError(f"hf-hub:{repo} needs the huggingface_hub package (pip install huggingface_hub), or "
-                         f"{local_hint}") from err
-    offline = _hub_offline()
-    patterns = ["*.json", "*.safetensors"]
-    try:
-        path = Path(huggingface_hub.snapshot_download(
-            repo_id, revision=revision or None, allow_patterns=patterns, local_files_only=offline
-        ))
-        if not any(path.glob("*.safetensors")):
-            path = Path(huggingface_hub.snapshot_download(
-                repo_id, revision=revision or None, allow_patterns=["*.json", "*.bin"], local_files_only=offline
-            ))
-    except Exception as err:  # the hub raises many types (HTTP, offline, not found, gated); report them as one
-        why = "offline (HF_HUB_OFFLINE is set) and not in the local cache" if offline else str(err).splitlines()[0]
-        raise ValueError(f"cannot fetch hf-hub:{repo}: {why}; {local_hint}") from err
-    return path
+    rev = revision or None
+    names = hub.hub_listing(repo_id, rev)
+    lone = [n for n in names if "/" not in n and n.endswith(".safetensors")]
+    order = [n for n in WEIGHT_FILES if "safetensors" in n] + (lone if len(lone) == 1 else []) + list(WEIGHT_FILES)
+    weights = next((n for n in order if n in names), None)
+    if weights is None:
+        raise FileNotFoundError(f"hf-hub:{repo} holds no weights vitkit knows ({', '.join(WEIGHT_FILES[:4])}, ...); "
+                                f"it has: {', '.join(names[:10]) or 'nothing'}")
+    wanted = [n for n in META_FILES.values() if n in names] + [weights]
+    if weights.endswith(".index.json"):
+        weight_map = hub.hub_json(repo_id, weights, rev).get("weight_map")
+        weight_map = {k: s for k, s in weight_map.items() if isinstance(s, str)} if isinstance(weight_map, dict) else {}
+        # a whole VLM's safetensors: only the shards that hold its vision tower
+        tower = weights.endswith(".safetensors.index.json") and tower_shards(weight_map)
+        shards = tower or sorted(set(weight_map.values()))
+        if missing := [s for s in shards if s not in names]:
+            raise FileNotFoundError(f"{weights} of hf-hub:{repo} names shards the repository does not have: "
+                                    f"{', '.join(missing[:5])}; is the index out of date?")
+        wanted += shards
+    return hub.hub_files(repo_id, wanted, rev)

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 
 from ..models import INTERPOLATIONS
+from .clip import preprocess_hints
+from .data_configs import DATA_FIELDS, FAMILIES, DataConfig, registered_data
 from .keymap import Renamed, StateDict, take_prefix
 
 TIMM_DEFAULTS = {
@@ -22,13 +24,38 @@ VITKIT_TO_TIMM = {v: k for k, v in TIMM_TO_VITKIT.items()}
 TIMM_MLP = {"SwiGLUPacked": "swiglu_packed", "SwiGLU": "swiglu", "Mlp": "mlp"}
 
 
-def _defaults(hints: dict[str, Any]) -> dict[str, str]:
-    return {k: f"{v!r} ({why})" for k, (v, why) in TIMM_DEFAULTS.items() if k not in hints}
+def _with_defaults(hints: dict[str, Any], family: DataConfig) -> tuple[dict[str, Any], dict[str, str]]:
+    """(`hints` over timm's defaults and `family`'s data config, {field: note} for each of those used)."""
+    assumed = {k: f"{v!r} ({why})" for k, (v, why) in TIMM_DEFAULTS.items() if k not in hints}
+    hints = {**{k: v for k, (v, _) in TIMM_DEFAULTS.items()}, **hints}
+    family.fill(hints, assumed)
+    return hints, assumed
+
+
+def pretrained_cfg_hints(config: dict[str, Any]) -> dict[str, Any]:
+    """The data config a timm hub `config.json` states in `pretrained_cfg` (timm's older files: at the top level,
+    beside `architecture`): mean, std, crop_pct of a centre crop, interpolation, and a fixed-size model's input size."""
+    pretrained = config.get("pretrained_cfg", config if "architecture" in config else {}) or {}
+    hints: dict[str, Any] = {k: tuple(pretrained[k]) for k in ("mean", "std") if k in pretrained}
+    if "crop_pct" in pretrained and pretrained.get("crop_mode", "center") == "center":
+        hints["crop_pct"] = pretrained["crop_pct"]
+    if pretrained.get("interpolation") in INTERPOLATIONS:
+        hints["interpolation"] = pretrained["interpolation"]
+    size = pretrained.get("input_size")
+    if pretrained.get("fixed_input_size") and isinstance(size, list | tuple) and len(size) == 3:
+        hints["img_size"] = tuple(size[1:])
+    return hints
+
+
+def timm_family(meta: dict[str, Any]) -> DataConfig:
+    """The data config of the architecture a timm `config.json` names, where vitkit registers it; else AugReg's."""
+    arch = str((meta.get("config") or {}).get("architecture", "")).split(".")[0]
+    return registered_data(arch) or FAMILIES["augreg"]
 
 
 def timm_hints(meta: dict[str, Any]) -> dict[str, Any]:
     """Config fields from vitkit's `timm_args.json` export or a timm hub `config.json` (architecture name of
-    a model vitkit also registers, `model_args`, `pretrained_cfg` mean/std)."""
+    a model vitkit also registers, `pretrained_cfg` data config, `model_args`)."""
     from ..models import get_config, list_models
 
     hints: dict[str, Any] = {}
@@ -44,32 +71,24 @@ def timm_hints(meta: dict[str, Any]) -> dict[str, Any]:
     if arch in list_models():
         registered = get_config(arch)
         hints.update({k: getattr(registered, k) for k in ("num_heads", "act_layer", "norm_eps", "img_size")})
+    hints.update(pretrained_cfg_hints(config))
     args.update(config.get("model_args") or {})
     for key, value in args.items():
         key = TIMM_TO_VITKIT.get(key, key)
         hints[key] = TIMM_MLP.get(value, value) if key == "mlp_layer" else value
-    pretrained = config.get("pretrained_cfg") or {}
-    for key in ("mean", "std"):
-        if key in pretrained:
-            hints[key] = tuple(pretrained[key])
-    if "crop_pct" in pretrained and pretrained.get("crop_mode", "center") == "center":
-        hints["crop_pct"] = pretrained["crop_pct"]
-    if pretrained.get("interpolation") in INTERPOLATIONS:
-        hints["interpolation"] = pretrained["interpolation"]
     return {k: TIMM_DEFAULTS[k][0] if v is None and k in TIMM_DEFAULTS else v for k, v in hints.items()}
 
 
 def convert_timm(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
-    hints = timm_hints(meta)
-    return Renamed(dict(state_dict), hints={**{k: v for k, (v, _) in TIMM_DEFAULTS.items()}, **hints},
-                   assumed=_defaults(hints))
+    hints, assumed = _with_defaults(timm_hints(meta), timm_family(meta))
+    return Renamed(dict(state_dict), hints=hints, assumed=assumed)
 
 
 def deepseek_hints(meta: dict[str, Any]) -> dict[str, Any]:
     """Fields from a DeepSeek-VL2 `config.json` `vision_config` (width, layers, heads, image_size, ...)."""
     vision = (meta.get("config") or {}).get("vision_config") or {}
     names = {"heads": "num_heads", "image_size": "img_size", "global_pool": "global_pool",
-             "ignore_head": "ignore_head", "class_token": "class_token"}
+             "ignore_head": "ignore_head", "class_token": "class_token", "select_layer": "select_layer"}
     hints = {field: vision[key] for key, field in names.items() if key in vision}
     if "img_size" in hints and "patch_size" in vision and hints["img_size"] % vision["patch_size"]:
         hints["crop_remainder"] = True  # 384 px with 14 px patches -> 27 x 27, as timm's conv does
@@ -80,14 +99,12 @@ def convert_deepseek_vl2(state_dict: StateDict, meta: dict[str, Any]) -> Renamed
     """The `vision.` tower of a DeepSeek-VL2 checkpoint (timm's SigLIP ViT); language model and projector
     are dropped."""
     tower, dropped = take_prefix(state_dict, "vision.", "DeepSeek-VL2 language model and projector")
-    hints = deepseek_hints(meta)
-    assumed = _defaults(hints)
+    hints, assumed = _with_defaults(deepseek_hints(meta), FAMILIES["deepseek_vl2"])
     if "act_layer" in assumed:
         assumed["act_layer"] = ("'gelu' (timm's vit_so400m_patch14_siglip_384, which vLLM and SGLang run as "
                                 "DeepSeek-VL2's tower; DeepSeek's own siglip_vit.py forces GELU-tanh in the blocks: "
                                 "pass act_layer='gelu_tanh' to match that code)")
-    return Renamed(tower, hints={**{k: v for k, (v, _) in TIMM_DEFAULTS.items()}, **hints}, dropped=dropped,
-                   assumed=assumed)
+    return Renamed(tower, hints=hints, dropped=dropped, assumed=assumed)
 
 
 def convert_open_clip_timm(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
@@ -99,9 +116,8 @@ def convert_open_clip_timm(state_dict: StateDict, meta: dict[str, Any]) -> Renam
     if proj is not None:
         tower["head.weight"] = proj
         tower["head.bias"] = torch.zeros(proj.shape[0], dtype=proj.dtype)
-    hints = timm_hints(meta)
-    return Renamed(tower, hints={**{k: v for k, (v, _) in TIMM_DEFAULTS.items()}, **hints}, dropped=dropped,
-                   assumed=_defaults(hints))
+    hints, assumed = _with_defaults({**timm_hints(meta), **preprocess_hints(meta)}, FAMILIES["open_clip"])
+    return Renamed(tower, hints=hints, dropped=dropped, assumed=assumed)
 
 
 def convert_timm_naflex(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
@@ -123,7 +139,10 @@ def convert_timm_naflex(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     sd["pos_embed"] = table.reshape(1, table.shape[1] * table.shape[2], table.shape[3])
     grid = (table.shape[1] * patch, table.shape[2] * patch)
     defaults = {"act_layer": "gelu_tanh", "norm_eps": 1e-6, "class_token": False, "global_pool": "map",
-                "img_size": grid, "max_patches": table.shape[1] * table.shape[2], **NAFLEX}
+                "img_size": grid, "max_patches": table.shape[1] * table.shape[2],
+                **{k: v for k, v in NAFLEX.items() if k not in DATA_FIELDS}}
     assumed = {k: f"{v!r} (timm's naflexvit_*_siglip settings; not stored in the weights)"
                for k, v in defaults.items() if k not in hints and k in ("act_layer", "global_pool")}
-    return Renamed(sd, hints={**defaults, **hints}, assumed=assumed)
+    hints = {**defaults, **hints}
+    FAMILIES["naflex"].fill(hints, assumed)
+    return Renamed(sd, hints=hints, assumed=assumed)

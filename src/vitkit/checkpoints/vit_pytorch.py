@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .data_configs import FAMILIES
 from .keymap import Renamed, StateDict, block_count, rename
 
 _LAYER = r"^transformer\.layers\.(\d+)\."
@@ -46,7 +47,9 @@ HINTS = {"patch_embed": "norm_linear_norm", "norm_eps": 1e-5, "act_layer": "gelu
 def convert_vit_pytorch_simple(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
     out = rename(state_dict, SIMPLE_RULES)
     hints = dict(HINTS, pos_embed="sincos", global_pool="avg", fc_norm=False)  # final norm on the tokens
-    return Renamed(out, hints=hints, assumed={"in_chans": ASSUMED_CHANNELS})
+    assumed = {"in_chans": ASSUMED_CHANNELS}
+    FAMILIES["vit_pytorch"].fill(hints, assumed)
+    return Renamed(out, hints=hints, assumed=assumed)
 
 
 def convert_vit_pytorch(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
@@ -67,4 +70,5 @@ def convert_vit_pytorch(state_dict: StateDict, meta: dict[str, Any]) -> Renamed:
             out[f"blocks.{i}.attn.proj.bias"] = torch.zeros(qkv.shape[1], dtype=qkv.dtype)
     assumed = {"in_chans": ASSUMED_CHANNELS, "global_pool": f"{hints.get('global_pool', 'token')!r} (from the "
                "class token's shape: vit-pytorch's pool='cls' keeps one, pool='mean' none)"}
+    FAMILIES["vit_pytorch"].fill(hints, assumed)
     return Renamed(out, hints=hints, assumed=assumed)

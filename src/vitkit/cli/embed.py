@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..checkpoints import create_model, load_pretrained
+from ..checkpoints.tags import pretrained_tag
 from ..embeddings import POOLS, Scores, embed, encode_labels, knn, load_embeddings, probe
 from ..embeddings.store import DTYPES
 from ..runtime import loader_workers, setup, teardown
@@ -19,18 +20,26 @@ from .app import app
 from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json
 
 
-def _model(checkpoint: Path | None, model: str | None, pretrained: Path | None, img_size: int | None,
+def _model(checkpoint: Path | None, model: str | None, pretrained: str | None, img_size: int | None,
            trust_pickle: bool, attention: str | None) -> tuple[torch.nn.Module, str]:
-    """The tower and how to name it: a run/model directory, or a registered name (with weights)."""
+    """The tower and how to name it: a run/model directory, a registered name (with weights from a path), or the
+    published weights NAME.TAG."""
+    tag = pretrained_tag(pretrained)
+    if tag is not None:
+        if model not in (None, tag.model):
+            raise ValueError(f"--pretrained {pretrained} holds weights of {tag.model}, not of --model {model}; drop "
+                             "--model, or name weights of that model")
+        model, pretrained = tag.name, True
     if (checkpoint is None) == (model is None):
-        raise ValueError("give the model as --checkpoint DIR, or as --model NAME [--pretrained PATH]")
+        raise ValueError("give the model as --checkpoint DIR, --model NAME [--pretrained PATH], or --pretrained "
+                         "NAME.TAG (see `vitkit models --pretrained`)")
     size = {"img_size": img_size} if img_size else {}
     if checkpoint is not None:
         if pretrained is not None:
             raise ValueError("--pretrained goes with --model; --checkpoint already holds its weights")
         return load_pretrained(checkpoint, trust_pickle=trust_pickle, attention=attention, **size), str(checkpoint)
     tower = create_model(model, pretrained=pretrained, trust_pickle=trust_pickle, attention=attention, **size).eval()
-    return tower, f"{model}" + (f" ({pretrained})" if pretrained else "")
+    return tower, f"{model}" + (f" ({pretrained})" if isinstance(pretrained, str) else "")
 
 
 class _Bar:
@@ -55,8 +64,9 @@ def embed_command(
     out: Path = typer.Option(..., "--out", help="Directory for the shards, index.csv and embed_config.json."),
     checkpoint: Path | None = typer.Option(None, help="A run or model directory (config.json + weights)."),
     model: str | None = typer.Option(None, help="A registered model name (see `vitkit models`)."),
-    pretrained: Path | None = typer.Option(None, help="With --model: weights to load (any format load_pretrained "
-                                                      "reads)."),
+    pretrained: str | None = typer.Option(None, help="Weights: a path (any format load_pretrained reads) with "
+                                                     "--model, or published weights NAME.TAG (`vitkit models "
+                                                     "--pretrained`)."),
     data: str | None = typer.Option(None, help="An image folder (class folders give labels) or 'digits'."),
     split: str | None = typer.Option(None, help="train or val: for 'digits' or a folder with train/ and val/."),
     pool: str | None = typer.Option(None, help=f"{' | '.join(POOLS)}; default: the model's own. 'none' keeps "

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..checkpoints.detect import FORMATS
+from ..checkpoints.tags import PRETRAINED, list_pretrained, tags_markdown
 from ..models.registry import ModelInfo, list_models, model_info
 from .app import app
 from .output import console, echo_json
@@ -43,6 +44,11 @@ def models(
         None, metavar="PATTERN", help="Shell-style filter, e.g. 'siglip*'; a plain word matches anywhere in the name."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    markdown: bool = typer.Option(False, "--markdown", help="With --pretrained: a markdown table (README's)."),
+    pretrained: bool = typer.Option(
+        False, "--pretrained", help="List the published weights (NAME.TAG) instead: repository, layout, license, "
+                                    "classes and data config."
+    ),
     pretrained_formats: bool = typer.Option(
         False, "--pretrained-formats", help="List the checkpoint formats `load_pretrained` and `convert` read."
     ),
@@ -50,6 +56,9 @@ def models(
     """List registered models: parameter count, image size and pooling."""
     if pretrained_formats:
         _print_formats(as_json)
+        return
+    if pretrained:
+        _print_tags(pattern, as_json, markdown)
         return
     names = list_models(_glob(pattern))
     if not names:
@@ -59,6 +68,29 @@ def models(
         echo_json([dataclasses.asdict(info) for info in infos])
     else:
         console().print(_table(infos))
+
+
+def _print_tags(pattern: str | None, as_json: bool, markdown: bool) -> None:
+    names = list_pretrained(_glob(pattern))
+    if not names:
+        raise ValueError(f"no published weights match {pattern!r}; run `vitkit models --pretrained` to see them all")
+    tags = [PRETRAINED[name] for name in names]
+    if as_json:
+        echo_json([tag.as_dict() for tag in tags])
+        return
+    if markdown:
+        typer.echo(tags_markdown(_glob(pattern)), nl=False)
+        return
+    table = Table(title=f"published weights ({len(tags)}; vitkit.create_model('NAME.TAG', pretrained=True))")
+    for column in ("name", "repository", "layout", "license"):
+        table.add_column(column, no_wrap=column in ("name", "repository"))
+    for column in ("classes", "size", "crop"):
+        table.add_column(column, justify="right")
+    table.add_column("mean / std")
+    for tag in tags:
+        table.add_row(Text(tag.name), Text(tag.repo), tag.layout, tag.license, str(tag.num_classes or "-"),
+                      str(tag.img_size), f"{tag.crop_pct:g} {tag.interpolation}", tag.normalisation)
+    console().print(table)
 
 
 def _print_formats(as_json: bool) -> None:

@@ -73,6 +73,16 @@ _ROPE_MIXED_NAMES = {
         rope_indexing="xy", init_values=1e-5, mean=IMAGENET_MEAN, std=IMAGENET_STD, **_TIMM)
     for size, (dim, depth, heads) in {"small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}.items()
 }
+# DINOv2 = timm's `vit_*_patch14[_reg4]_dinov2` (DINOv2's own towers, 518 px): LayerScale 1e-5, class-token pool, no
+# classifier, ImageNet mean / std, whole image (crop 1.0); the register variants add 4 tokens outside the table.
+_DINOV2_NAMES = {
+    f"vit_{size}_patch14{'_reg4' if reg else ''}_dinov2": ViTConfig(
+        img_size=518, patch_size=14, embed_dim=dim, depth=depth, num_heads=heads, init_values=1e-5, num_classes=0,
+        reg_tokens=4 if reg else 0, no_embed_class=reg, **{**_TIMM, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+                                                          "crop_pct": 1.0})
+    for size, (dim, depth, heads) in {"small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}.items()
+    for reg in (False, True)
+}
 # The vision towers of Qwen2.5-VL and Qwen3-VL (transformers' Qwen2_5_VisionTransformerPretrainedModel and
 # Qwen3VLVisionModel): patches of 2 frames (a still image twice), Qwen's axial RoPE, no class token, no final norm,
 # 2 x 2 patch merger to the language model's width; images sized by Qwen's `smart_resize` (sides multiples of 28 / 32,
@@ -149,6 +159,7 @@ _CONFIGS: dict[str, ViTConfig] = {
     **_DINOV3_NAMES,
     **_EVA02_NAMES,
     **_ROPE_MIXED_NAMES,
+    **_DINOV2_NAMES,
     **_QWEN2_5_NAMES,
     **_QWEN3_NAMES,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..checkpoints import load_checkpoint, load_config
+from ..checkpoints.tags import fetch_pretrained, pretrained_tag
 from ..models import VisionTransformer, ViTConfig, build_model, get_config, parse_overrides
 from .optim import freeze
 from .options import TrainOptions
@@ -10,7 +11,11 @@ from .options import TrainOptions
 
 def run_config(options: TrainOptions) -> ViTConfig:
     """The model config of a run: the registered or pretrained one, with the run's overrides."""
-    config = load_config(options.pretrained) if options.pretrained is not None else get_config(options.model)
+    tag = pretrained_tag(options.pretrained)
+    if tag is not None:
+        config = tag.config()
+    else:
+        config = load_config(options.pretrained) if options.pretrained is not None else get_config(options.model)
     changes: dict = {}
     if options.img_size is not None:
         changes["img_size"] = options.img_size
@@ -32,8 +37,11 @@ def build_for_run(options: TrainOptions, config: ViTConfig, num_classes: int) ->
     weights are loaded (the position table resampled to the run's grid), except a head of another size."""
     model = build_model(config.replace(num_classes=num_classes))
     if options.pretrained is not None:
-        other_head = load_config(options.pretrained).num_classes != num_classes
-        loaded = load_checkpoint(options.pretrained, model=model, strict=False, skip="head" if other_head else ())
+        tag = pretrained_tag(options.pretrained)
+        source, layout = (fetch_pretrained(tag), tag.layout) if tag else (options.pretrained, "auto")
+        other_head = (tag.num_classes if tag else load_config(options.pretrained).num_classes) != num_classes
+        loaded = load_checkpoint(source, model=model, strict=False, skip="head" if other_head else (),
+                                 source_format=layout)
         if loaded.report.missing:  # keys it has that the model lacks (another pooling, say) are left out
             raise ValueError(f"--pretrained {options.pretrained}: weights missing for "
                              f"{', '.join(loaded.report.missing[:8])}")
