@@ -53,7 +53,7 @@ def test_pretrained_true_downloads_the_tag_and_loads_it_offline_after(monkeypatc
     assert not mine.training and mine.config.crop_pct == 0.9 and mine.num_classes == 1000
     with torch.no_grad():
         assert_close(mine(x), theirs(x))
-    assert sorted(server.fetched()) == [f"timm/{TAG}/config.json", f"timm/{TAG}/model.safetensors"]
+    assert server.fetched() == [f"timm/{TAG}/model.safetensors"]  # the tag states the rest
     go_offline(monkeypatch)
     with torch.no_grad():
         assert_close(vitkit.create_model("vit_tiny_patch16_224", pretrained=True)(x), theirs(x))  # the default tag
@@ -146,3 +146,17 @@ def test_qwen_vl_tower_from_the_hub_fetches_only_its_shards(server: HubServer) -
         out = model.encode(model.pack(items))
     for mine, theirs in zip(out.tokens, hf_outputs(hf, items, 14)[0], strict=True):
         torch.testing.assert_close(mine, theirs, rtol=0.0, atol=1e-5)
+
+
+def test_a_hub_cache_built_by_hand_loads_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A cache in huggingface_hub's layout (blobs, refs/main, snapshots/COMMIT) holding only the tag's weights file,
+    HF_HUB_OFFLINE=1 and no server: the tag loads from it."""
+    from hub_helpers import build_hub_cache
+
+    isolate_hub(monkeypatch, tmp_path / "cache")
+    theirs, files = timm_repo(tmp_path, "vit_tiny_patch16_224")
+    build_hub_cache(tmp_path / "cache", f"timm/{TAG}", {"model.safetensors": files["model.safetensors"]})
+    go_offline(monkeypatch)
+    x = images(height=224, width=224)
+    with torch.no_grad():
+        assert_close(vitkit.create_model(TAG, pretrained=True)(x), theirs(x))

@@ -20,11 +20,10 @@ from ..models import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, get_config, list_mo
 HALF = (0.5, 0.5, 0.5)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-# The files of each layout's repositories: timm's hub repos hold the weights and timm's config.json; transformers'
-# a config.json and preprocessor_config.json beside the weights (a whole VLM's sharded: the index picks the shards).
-TIMM_FILES = ("config.json", "model.safetensors")
-HF_FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
-VLM_FILES = ("config.json", "preprocessor_config.json", "model.safetensors.index.json")
+# The files a tag needs: the weights alone (the tag states the config), or for a whole VLM's sharded checkpoint its
+# index, which picks the shards that hold the tower.
+WEIGHTS = ("model.safetensors",)
+VLM_INDEX = ("model.safetensors.index.json",)
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def _timm(name: str, tag: str, *, timm_name: str | None = None, license: str = "
           head: str | None = None) -> Pretrained:
     """A tag of timm's hub (`timm/ARCH.TAG`: model.safetensors + timm's config.json), as timm's pretrained_cfg."""
     classes, labels = _LABELS[head] if head else (0, "")
-    return Pretrained(f"{name}.{tag}", f"timm/{timm_name or name}.{tag}", TIMM_FILES, "timm", license, mean, std,
+    return Pretrained(f"{name}.{tag}", f"timm/{timm_name or name}.{tag}", WEIGHTS, "timm", license, mean, std,
                       size, crop, num_classes=classes, labels=labels)
 
 
@@ -130,11 +129,11 @@ _TAGS: list[Pretrained] = [
     # DeepSeek-VL2's tower: the `vision.` weights of the whole model (only the shards that hold them are fetched);
     # 384 px tiles, the SigLIP preprocessing its processor applies.
     *[Pretrained(f"siglip_so400m_patch14_384.deepseek_vl2{suffix}", f"deepseek-ai/deepseek-vl2{repo}",
-                 ("config.json", "model.safetensors.index.json"), "deepseek-vl2", "deepseek", HALF, HALF, 384, 1.0,
+                 VLM_INDEX, "deepseek-vl2", "deepseek", HALF, HALF, 384, 1.0,
                  settings={"ignore_head": True})
       for suffix, repo in (("_tiny", "-tiny"), ("_small", "-small"), ("", ""))],
     # SigLIP2 NaFlex towers, transformers' layout (the two-tower model's vision part).
-    *[Pretrained(f"siglip2_{size}_patch16_naflex.webli", f"google/siglip2-{size}-patch16-naflex", HF_FILES,
+    *[Pretrained(f"siglip2_{size}_patch16_naflex.webli", f"google/siglip2-{size}-patch16-naflex", WEIGHTS,
                  "hf-siglip", "apache-2.0", HALF, HALF, 256, 1.0, "bilinear") for size in ("base", "so400m")],
     # DINOv2 and DINOv3 (timm's hub copies of Meta's weights).
     *[_timm(f"vit_{size}_patch14{reg}_dinov2", "lvd142m", size=518, crop=1.0, **_IN_MEAN)
@@ -153,10 +152,10 @@ _TAGS: list[Pretrained] = [
     *[_timm(f"vit_{size}_patch16_rope_mixed_224", "naver_in1k", head="in1k", **_IN_MEAN)
       for size in ("small", "base", "large")],
     # The vision towers of Qwen's VLMs: the `visual.` weights of the whole model, transformers' layout.
-    *[Pretrained(f"qwen2_5_vl_vision_{size}.instruct", f"Qwen/Qwen2.5-VL-{size.upper()}-Instruct", VLM_FILES,
+    *[Pretrained(f"qwen2_5_vl_vision_{size}.instruct", f"Qwen/Qwen2.5-VL-{size.upper()}-Instruct", VLM_INDEX,
                  "hf-qwen2.5-vl", license, CLIP_MEAN, CLIP_STD, 448, 1.0)
       for size, license in (("3b", "qwen-research"), ("7b", "apache-2.0"), ("32b", "apache-2.0"), ("72b", "qwen"))],
-    *[Pretrained(f"qwen3_vl_vision_{size}.instruct", f"Qwen/Qwen3-VL-{repo}-Instruct", VLM_FILES, "hf-qwen3-vl",
+    *[Pretrained(f"qwen3_vl_vision_{size}.instruct", f"Qwen/Qwen3-VL-{repo}-Instruct", VLM_INDEX, "hf-qwen3-vl",
                  "apache-2.0", HALF, HALF, 768, 1.0)
       for size, repo in (("2b", "2B"), ("4b", "4B"), ("8b", "8B"), ("32b", "32B"), ("30b_a3b", "30B-A3B"),
                          ("235b_a22b", "235B-A22B"))],

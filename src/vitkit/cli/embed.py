@@ -31,7 +31,7 @@ def _model(checkpoint: Path | None, model: str | None, pretrained: str | None, i
                              "--model, or name weights of that model")
         model, pretrained = tag.name, True
     if (checkpoint is None) == (model is None):
-        raise ValueError("give the model as --checkpoint DIR, --model NAME [--pretrained PATH], or --pretrained "
+        raise ValueError("give the model as --checkpoint DIR, or --model NAME [--pretrained PATH], or --pretrained "
                          "NAME.TAG (see `vitkit models --pretrained`)")
     size = {"img_size": img_size} if img_size else {}
     if checkpoint is not None:
