@@ -160,3 +160,24 @@ def test_a_hub_cache_built_by_hand_loads_offline(monkeypatch: pytest.MonkeyPatch
     x = images(height=224, width=224)
     with torch.no_grad():
         assert_close(vitkit.create_model(TAG, pretrained=True)(x), theirs(x))
+
+
+def test_predict_and_train_take_a_tag(server: HubServer, tmp_path: Path) -> None:
+    """`vitkit predict --checkpoint NAME.TAG` runs the published classifier; `vitkit train --pretrained NAME.TAG`
+    fine-tunes it (a new head for the folder's classes)."""
+    from typer.testing import CliRunner
+
+    from vitkit.cli import app
+
+    _, files = timm_repo(tmp_path, "vit_tiny_patch16_224")
+    server.add(f"timm/{TAG}", files)
+    folder = photo_folder(tmp_path / "photos")
+    run = CliRunner().invoke
+    env = {"COLUMNS": "200", "NO_COLOR": "1"}
+    result = run(app, ["predict", *map(str, sorted(folder.rglob("*.png"))), "--checkpoint", TAG, "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 3
+    result = run(app, ["train", "--pretrained", TAG, "--data", str(folder), "--val-split", "0.34", "--epochs", "1",
+                       "--batch-size", "1", "--set", "depth=1", "--out", str(tmp_path / "run")], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["num_classes"] == 1

@@ -17,7 +17,8 @@ from .output import ATTENTION_HELP, echo_json
 @app.command("attention-map")
 def attention_map_command(
     image: Path = typer.Argument(..., help="An image file (any format PIL reads)."),
-    checkpoint: Path = typer.Option(..., help="A vitkit model (or run) directory: config.json + model.safetensors."),
+    checkpoint: Path = typer.Option(..., help="A vitkit model (or run) directory: config.json + model.safetensors; or "
+                                                     "published weights NAME.TAG."),
     method: str = typer.Option("rollout", "--method", help="rollout (all layers, Abnar & Zuidema) or last "
                                "(the last layer's class-token row, or the MAP head's latent query)."),
     out: Path | None = typer.Option(None, "--out", help="PNG to write (default: IMAGE's name + _attention.png, "

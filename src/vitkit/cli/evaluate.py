@@ -35,7 +35,8 @@ def _load(checkpoint: Path, trust_pickle: bool, attention: str | None,
 
 @app.command("eval")
 def eval_command(
-    checkpoint: Path = typer.Option(..., help="A run (or model) directory with config.json + model.safetensors."),
+    checkpoint: Path = typer.Option(..., help="A run (or model) directory with config.json + model.safetensors, or "
+                                                     "published weights NAME.TAG."),
     data: str = typer.Option("digits", help="'digits' or an image folder (its val/ split is evaluated)."),
     val_split: float | None = typer.Option(None, help="Validation fraction for a folder without train/ and val/."),
     batch_size: int = typer.Option(256, help="Images per forward pass."),
@@ -86,7 +87,7 @@ def eval_command(
 @app.command("predict")
 def predict_command(
     images: list[Path] = typer.Argument(..., help="Image files."),
-    checkpoint: Path = typer.Option(..., help="A run (or model) directory."),
+    checkpoint: Path = typer.Option(..., help="A run (or model) directory, or published weights NAME.TAG."),
     top_k: int = typer.Option(5, help="Labels per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),

@@ -32,7 +32,8 @@ def resolve_format(fmt: str | None, out: Path) -> str:
 @app.command("export")
 def export_command(
     out: Path = typer.Argument(..., metavar="OUT", help="Output file: OUT.onnx or OUT.pt2."),
-    checkpoint: Path = typer.Option(..., help="A vitkit model (or run) directory: config.json + model.safetensors."),
+    checkpoint: Path = typer.Option(..., help="A vitkit model (or run) directory: config.json + model.safetensors; or "
+                                                     "published weights NAME.TAG."),
     fmt: str | None = typer.Option(None, "--format", help="onnx or torch-export (default: from OUT's suffix)."),
     dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--static-batch",
                                        help="A symbolic batch axis (checked at batch 1 and 3), or a fixed one."),

@@ -98,7 +98,8 @@ def _summary(summary: RunSummary) -> Table:
 @app.command("train")
 def train_command(
     model: str = typer.Option("vit_digits", help="Registered model name (see `vitkit models`)."),
-    pretrained: str | None = typer.Option(None, help="Fine-tune a vitkit model directory (new head if needed)."),
+    pretrained: str | None = typer.Option(None, help="Fine-tune a vitkit model directory, or published weights "
+                                                     "NAME.TAG (new head if needed)."),
     data: str = typer.Option("digits", help="'digits' (bundled) or an image folder: train/ + val/, or classes."),
     val_split: float | None = typer.Option(None, help="Validation fraction for a folder without train/ and val/."),
     img_size: int | None = typer.Option(None, help="Input size (default: the model's)."),
