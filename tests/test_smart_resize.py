@@ -200,10 +200,10 @@ def test_the_data_config_of_a_model_reads_its_pixel_bounds_and_merge_size() -> N
     assert isinstance(budget.fit(v2.InterpolationMode.BICUBIC), NaFlexResize)
 
 
-@pytest.mark.skipif(not hasattr(vitkit.models.ViTConfig, "merge_size"), reason="ViTConfig without Qwen-VL fields")
 def test_a_vit_config_with_pixel_bounds_gives_the_rule() -> None:
     config = vitkit.models.ViTConfig(img_size=56, patch_size=14, embed_dim=32, depth=1, num_heads=2, class_token=False,
-                                     global_pool="avg", min_pixels=3136, max_pixels=12845056, merge_size=2)
+                                     global_pool="avg", min_pixels=3136, max_pixels=12845056, merge_size=2,
+                                     merge_dim=64)
     data = DataConfig.of(config)
     assert (data.min_pixels, data.max_pixels, data.resize_factor) == (3136, 12845056, 28)
     assert data.max_tokens(0) == 4 * math.floor(12845056 / 196)
