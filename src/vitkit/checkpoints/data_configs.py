@@ -6,9 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ..models import IMAGENET_MEAN, IMAGENET_STD, NAFLEX, ViTConfig, get_config, list_models
-from ..models.config import HALF_MEAN, HALF_STD
-from ..models.registry import CLIP_MEAN, CLIP_STD
+from ..models import (
+    CLIP_MEAN,
+    CLIP_STD,
+    HALF_MEAN,
+    HALF_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NAFLEX,
+    ViTConfig,
+    get_config,
+    list_models,
+)
 
 DATA_FIELDS = ("mean", "std", "crop_pct", "interpolation")
 

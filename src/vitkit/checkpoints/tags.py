@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, get_config, list_models
+from ..models import CLIP_MEAN, CLIP_STD, HALF_MEAN, IMAGENET_MEAN, IMAGENET_STD, ViTConfig, get_config, list_models
 
-HALF = (0.5, 0.5, 0.5)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = HALF_MEAN
 # The files a tag needs: the weights alone (the tag states the config), or for a whole VLM's sharded checkpoint its
 # index, which picks the shards that hold the tower.
 WEIGHTS = ("model.safetensors",)

@@ -1,6 +1,8 @@
 """Models, their configs, and the registry of named configurations."""
 
 from .config import (
+    HALF_MEAN,
+    HALF_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
     INTERPOLATIONS,
@@ -12,6 +14,8 @@ from .config import (
     simple_vit_config,
 )
 from .registry import (
+    CLIP_MEAN,
+    CLIP_STD,
     NAFLEX,
     QWEN2_5_VL,
     QWEN3_VL,
@@ -28,6 +32,10 @@ from .tower import VisionTokens
 from .vision_transformer import VisionTransformer
 
 __all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "HALF_MEAN",
+    "HALF_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "INTERPOLATIONS",

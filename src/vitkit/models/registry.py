@@ -234,6 +234,8 @@ def model_info(name: str) -> ModelInfo:
 
 
 __all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "NAFLEX",
