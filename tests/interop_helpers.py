@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from vitkit.bench.weights import realistic_  # noqa: F401  (re-exported: every parity test draws its weights so)
+
 ATOL = 1e-4  # fp32 parity bar for every peer library
 # float64 bar: rounding leaves ~1e-13 here, while a swapped activation, norm eps (1e-5 vs 1e-6) or any other
 # difference in the function moves O(1) outputs by 1e-6 or more.
@@ -19,28 +21,18 @@ def images(batch: int = 2, height: int = 32, width: int = 32, channels: int = 3,
     return torch.randn(batch, channels, height, width, generator=torch.Generator().manual_seed(seed))
 
 
-def realistic_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Weights at a trained ViT's magnitudes, in place; returns the module in eval mode.
+def cuda_kernel_usable(backend: str) -> bool:
+    """Whether `backend` runs packed (varlen) attention on this machine's CUDA device; False without one."""
+    if not torch.cuda.is_available():
+        return False
+    from vitkit.attention import BackendUnavailableError, Segments, varlen_attention
 
-    Matrices (Linear, conv, fused in-projections): N(0, 1/fan_in), LeCun / big_vision scale, so every layer's
-    output is O(1) as in a trained tower; norm and LayerScale gains 1 + N(0, 0.2²); biases N(0, 0.1²); tokens,
-    position tables, latents and projections N(0, 0.5²). At timm's default init (std 0.02) activations are ~0.1,
-    where a swapped GELU moves outputs by ~1e-5 and passes a 1e-4 tolerance; here it moves them by ~1e-3.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype)
-            if p.dim() >= 2 and "weight" in leaf:
-                p.copy_(noise / p[0].numel() ** 0.5)  # fan_in: every dim but the output one
-            elif p.dim() == 1 and ("weight" in leaf or "gamma" in leaf or "lambda" in leaf):
-                p.copy_(1.0 + 0.2 * noise)
-            elif p.dim() == 1 and "bias" in leaf:
-                p.copy_(0.1 * noise)
-            else:
-                p.copy_(0.5 * noise)
-    return module.eval()
+    q = torch.zeros(1, 1, 1, 64, device="cuda", dtype=torch.float16)
+    try:
+        varlen_attention(q, q, q, Segments(torch.zeros(1, 1, dtype=torch.long, device="cuda")), backend=backend)
+    except BackendUnavailableError:
+        return False
+    return True
 
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:

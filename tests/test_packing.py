@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import vitkit
+from interop_helpers import cuda_kernel_usable
 from vitkit.attention import BackendUnavailableError, Segments, varlen_attention
 from vitkit.attention import math as math_backend
 from vitkit.models import packed_forward
@@ -303,22 +304,11 @@ def test_token_drop_rate_is_validated():
 # -- CUDA varlen kernels -------------------------------------------------------------------------------
 
 
-def _cuda_kernel_available(backend: str) -> bool:
-    if not CUDA:
-        return False
-    q = torch.zeros(1, 1, 1, 64, device="cuda", dtype=torch.float16)
-    try:
-        varlen_attention(q, q, q, Segments(torch.zeros(1, 1, dtype=torch.long, device="cuda")), backend=backend)
-    except BackendUnavailableError:
-        return False
-    return True
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["flash", "xformers", "flex", "sdpa"])
 def test_varlen_cuda_kernels_equal_per_segment(backend):
-    if not _cuda_kernel_available(backend):
+    if not cuda_kernel_usable(backend):
         pytest.skip(f"{backend} is not usable on this machine")
     torch.manual_seed(0)
     ids = torch.tensor([[0] * 40 + [1] * 70 + [2] * 9 + [-1] * 9, [3] * 100 + [4] * 28], device="cuda")
@@ -333,7 +323,7 @@ def test_varlen_cuda_kernels_equal_per_segment(backend):
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["flash", "xformers"])
 def test_forward_packed_cuda_kernels(backend):
-    if not _cuda_kernel_available(backend):
+    if not cuda_kernel_usable(backend):
         pytest.skip(f"{backend} is not usable on this machine")
     model = tiny(attention_type=backend, global_pool="map", reg_tokens=1, embed_dim=128).cuda().half()
     reference = tiny(attention_type="sdpa", global_pool="map", reg_tokens=1, embed_dim=128).cuda()  # same seed

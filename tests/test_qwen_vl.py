@@ -17,7 +17,7 @@ from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
 from typer.testing import CliRunner
 
 import vitkit
-from interop_helpers import realistic_
+from interop_helpers import cuda_kernel_usable, realistic_
 from vitkit.checkpoints import load_checkpoint
 from vitkit.cli import app
 from vitkit.data import DataConfig, eval_transform, smart_resize
@@ -296,24 +296,13 @@ def test_vitkit_embed_writes_each_images_merged_tokens(tmp_path: Path, pool: str
         torch.testing.assert_close(row, merged if pool == "none" else merged.mean(0), rtol=0.0, atol=ATOL)
 
 
-def _cuda_kernel_usable(backend: str) -> bool:
-    from vitkit.attention import BackendUnavailableError, Segments, varlen_attention
-
-    q = torch.zeros(1, 1, 1, 64, device="cuda", dtype=torch.float16)
-    try:
-        varlen_attention(q, q, q, Segments(torch.zeros(1, 1, dtype=torch.long, device="cuda")), backend=backend)
-    except BackendUnavailableError:
-        return False
-    return True
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["flash", "xformers", "sdpa"])
 def test_cuda_kernels_run_windows_and_images_as_varlen_segments(tmp_path: Path, backend: str) -> None:
     """On CUDA in half precision: FlashAttention's / xFormers' varlen kernels with the window and image cu_seqlens
     give the HF tower's fp32 merged tokens within half precision's error."""
-    if not _cuda_kernel_usable(backend):
+    if not cuda_kernel_usable(backend):
         pytest.skip(f"{backend} is not usable on this machine")
     hf, path = saved(tmp_path, "qwen2.5")
     model = vitkit.load_pretrained(path, attention=backend).cuda().to(torch.bfloat16)

@@ -30,6 +30,7 @@ from .machine import machine_info
 from .measure import resolve_device, summarize, time_steps, torch_threads
 from .runner import Progress
 from .settings import BenchSettings, check_ints
+from .weights import realistic_
 
 TOWERS = ("qwen2_5_vl_vision_", "qwen3_vl_vision_")
 TOLERANCE = 1e-3  # largest |difference| of merged tokens (O(1) values) the two ways may show, fp32
@@ -125,26 +126,6 @@ def hf_tower(config: ViTConfig, seed: int = 0) -> nn.Module:
                                  num_position_embeddings=math.prod(config.grid_size))
     hf_config._attn_implementation = "sdpa"
     return realistic_(model_class(hf_config), seed)
-
-
-def realistic_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Weights at a trained tower's magnitudes, in place (tests/interop_helpers.py's): matrices N(0, 1/fan_in), norm
-    gains 1 + N(0, 0.2²), biases N(0, 0.1²), tables N(0, 0.5²); every layer's output is O(1), so the parity check
-    sees a difference in the function instead of one hidden under tiny activations. Returns it in eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype)
-            if p.dim() >= 2 and "weight" in leaf:
-                p.copy_(noise / p[0].numel() ** 0.5)
-            elif p.dim() == 1 and "weight" in leaf:
-                p.copy_(1.0 + 0.2 * noise)
-            elif p.dim() == 1 and "bias" in leaf:
-                p.copy_(0.1 * noise)
-            else:
-                p.copy_(0.5 * noise)
-    return module.eval()
 
 
 def vitkit_tower(config: ViTConfig, hf: nn.Module) -> nn.Module:
