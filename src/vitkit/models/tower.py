@@ -125,9 +125,10 @@ def encode(model: VisionTransformer, x: torch.Tensor | PackedBatch) -> VisionTok
                          "forward_features / pool")
     taps: dict[int, torch.Tensor] = dict.fromkeys(model.config.deepstack)
     tokens = model.forward_features(x, taps=taps)
-    if isinstance(x, PackedBatch):
-        merge = lambda merger, t: merge_packed(merger, t, x)  # noqa: E731
-    else:
-        merge = lambda merger, t: list(merger(t).unbind(0))  # noqa: E731
-    deepstack = [merge(merger, taps[i]) for i, merger in zip(model.config.deepstack, model.deepstack, strict=True)]
-    return VisionTokens(merge(model.merger, tokens), deepstack)
+    deepstack = [_merged(merger, taps[i], x) for i, merger in zip(model.config.deepstack, model.deepstack, strict=True)]
+    return VisionTokens(_merged(model.merger, tokens, x), deepstack)
+
+
+def _merged(merger: nn.Module, tokens: torch.Tensor, x: torch.Tensor | PackedBatch) -> list[torch.Tensor]:
+    """Each image's (or clip's) merged tokens: packed ones through `merge_packed`, a dense batch's row by row."""
+    return merge_packed(merger, tokens, x) if isinstance(x, PackedBatch) else list(merger(tokens).unbind(0))
