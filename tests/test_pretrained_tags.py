@@ -55,6 +55,8 @@ def test_a_name_takes_its_default_tag_and_unknown_tags_say_which_exist() -> None
         get_pretrained("vit_digits")
     with pytest.raises(ValueError, match="unknown model"):
         get_pretrained("vit_nothing_like_this.tag")
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at vit_base_patch16_224\.safetensors"):
+        vitkit.load_pretrained("vit_base_patch16_224.safetensors")  # a missing file, not a tag
 
 
 def test_a_tagged_name_builds_the_model_its_weights_need() -> None:

@@ -22,6 +22,8 @@ HALF = HALF_MEAN
 # index, which picks the shards that hold the tower.
 WEIGHTS = ("model.safetensors",)
 VLM_INDEX = ("model.safetensors.index.json",)
+# Suffixes of weights files: a missing `vit_base_patch16_224.safetensors` is a path, not a tag.
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".npz", ".json")
 
 
 @dataclass(frozen=True)
@@ -184,8 +186,8 @@ def default_tag(name: str) -> Pretrained | None:
 def pretrained_tag(value: str | os.PathLike | None) -> Pretrained | None:
     """The tag a `--pretrained` value names (NAME.TAG, or a registered NAME: its default tag) when it is no file or
     directory here; None for a path (or None). An unknown tag of a registered name is a ValueError naming its tags."""
-    if value is None or Path(value).exists():
-        return None
+    if value is None or Path(value).exists() or Path(value).suffix in WEIGHT_SUFFIXES:
+        return None  # a path, or the name of a weights file that is not there (read_source says so)
     name = str(value)
     if name.partition(".")[0] in list_models() and (name in PRETRAINED or "." in name or default_tag(name)):
         return get_pretrained(name)
