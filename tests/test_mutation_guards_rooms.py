@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -114,25 +113,17 @@ def test_the_default_sequence_holds_four_images_at_the_full_patch_budget_with_th
 REPO = "vitkit-tests/vit"
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubServer]:
-    isolate_hub(monkeypatch, tmp_path / "cache")
-    with HubServer() as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        yield hub
-
-
-def test_transformers_offline_switch_keeps_the_hub_offline(monkeypatch: pytest.MonkeyPatch, server: HubServer,
+def test_transformers_offline_switch_keeps_the_hub_offline(monkeypatch: pytest.MonkeyPatch, hub_server: HubServer,
                                                              tmp_path: Path) -> None:
     from vitkit.checkpoints.hub import hub_file
 
-    server.add(REPO, {"config.json": b"{}", "model.safetensors": b"weights"})
+    hub_server.add(REPO, {"config.json": b"{}", "model.safetensors": b"weights"})
     build_hub_cache(tmp_path / "cache", REPO, {"config.json": b"{}"})
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     with pytest.raises(ValueError, match=r"model\.safetensors of hf-hub:vitkit-tests/vit: offline"):
         hub_file(REPO, "model.safetensors")
     assert hub_file(REPO, "config.json").read_bytes() == b"{}"  # the cache still serves
-    assert server.seen == []  # and the server was never asked
+    assert hub_server.seen == []  # and the server was never asked
 
 
 class _RefusesTokens(BaseHTTPRequestHandler):
@@ -181,7 +172,7 @@ def test_a_refused_token_says_access_refused(monkeypatch: pytest.MonkeyPatch, tm
 # ---------------------------------------------------------------- tags
 
 
-def test_a_vlm_tag_fetches_its_index_and_only_the_shards_of_its_tower(server: HubServer) -> None:
+def test_a_vlm_tag_fetches_its_index_and_only_the_shards_of_its_tower(hub_server: HubServer) -> None:
     from vitkit.checkpoints.tags import fetch_pretrained, get_pretrained
 
     tag = get_pretrained("qwen2_5_vl_vision_3b.instruct")
@@ -190,10 +181,10 @@ def test_a_vlm_tag_fetches_its_index_and_only_the_shards_of_its_tower(server: Hu
                                                    "model.language_model.norm.weight": torch.zeros(2)},
               "model-00003-of-00003.safetensors": {"lm_head.weight": torch.zeros(4, 2)}}
     index = {"weight_map": {key: name for name, part in shards.items() for key in part}}
-    server.add(tag.repo, {**{name: save(part) for name, part in shards.items()},
+    hub_server.add(tag.repo, {**{name: save(part) for name, part in shards.items()},
                           "model.safetensors.index.json": json.dumps(index).encode(), "README.md": b"# a VLM\n"})
     directory = fetch_pretrained(tag)
-    assert sorted(server.fetched()) == [f"{tag.repo}/model-00002-of-00003.safetensors",
+    assert sorted(hub_server.fetched()) == [f"{tag.repo}/model-00002-of-00003.safetensors",
                                         f"{tag.repo}/model.safetensors.index.json"]
     assert sorted(p.name for p in directory.iterdir()) == ["model-00002-of-00003.safetensors",
                                                           "model.safetensors.index.json"]

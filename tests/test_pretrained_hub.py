@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ from test_qwen_vl import hf_outputs, hf_tower, photo_folder, pictures
 TAG = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubServer]:
-    isolate_hub(monkeypatch, tmp_path / "cache")
-    with HubServer() as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        yield hub
-
-
 def go_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,15 +36,15 @@ def timm_repo(tmp_path: Path, name: str, **kwargs: object) -> tuple[torch.nn.Mod
 
 
 def test_pretrained_true_downloads_the_tag_and_loads_it_offline_after(monkeypatch: pytest.MonkeyPatch,
-                                                                        server: HubServer, tmp_path: Path) -> None:
+                                                                        hub_server: HubServer, tmp_path: Path) -> None:
     theirs, files = timm_repo(tmp_path, "vit_tiny_patch16_224")
-    server.add(f"timm/{TAG}", files | {"pytorch_model.bin": b"not fetched", "README.md": b"# tiny\n"})
+    hub_server.add(f"timm/{TAG}", files | {"pytorch_model.bin": b"not fetched", "README.md": b"# tiny\n"})
     x = images(height=224, width=224)
     mine = vitkit.create_model(TAG, pretrained=True)
     assert not mine.training and mine.config.crop_pct == 0.9 and mine.num_classes == 1000
     with torch.no_grad():
         assert_close(mine(x), theirs(x))
-    assert server.fetched() == [f"timm/{TAG}/model.safetensors"]  # the tag states the rest
+    assert hub_server.fetched() == [f"timm/{TAG}/model.safetensors"]  # the tag states the rest
     go_offline(monkeypatch)
     with torch.no_grad():
         assert_close(vitkit.create_model("vit_tiny_patch16_224", pretrained=True)(x), theirs(x))  # the default tag
@@ -70,13 +61,13 @@ def test_offline_without_the_files_says_which_and_how(monkeypatch: pytest.Monkey
         vitkit.create_model(TAG, pretrained=True)
 
 
-def test_vitkit_embed_takes_a_tag(monkeypatch: pytest.MonkeyPatch, server: HubServer, tmp_path: Path) -> None:
+def test_vitkit_embed_takes_a_tag(monkeypatch: pytest.MonkeyPatch, hub_server: HubServer, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from vitkit.cli import app
 
     _, files = timm_repo(tmp_path, "vit_tiny_patch16_224")
-    server.add(f"timm/{TAG}", files)
+    hub_server.add(f"timm/{TAG}", files)
     folder = photo_folder(tmp_path / "photos")
     result = CliRunner().invoke(app, ["embed", "--pretrained", TAG, "--data", str(folder), "--out",
                                       str(tmp_path / "emb")], env={"COLUMNS": "200", "NO_COLOR": "1"})
@@ -111,12 +102,12 @@ def deepseek_vl2_files(tmp_path: Path) -> tuple[torch.nn.Module, dict[str, bytes
     return tower, files, index["weight_map"]
 
 
-def test_deepseek_vl2_tower_comes_from_its_own_shards(monkeypatch: pytest.MonkeyPatch, server: HubServer,
+def test_deepseek_vl2_tower_comes_from_its_own_shards(monkeypatch: pytest.MonkeyPatch, hub_server: HubServer,
                                                        tmp_path: Path) -> None:
     tower, files, _ = deepseek_vl2_files(tmp_path)
-    server.add("deepseek-ai/deepseek-vl2-tiny", files | {"README.md": b"# DeepSeek-VL2\n"})
+    hub_server.add("deepseek-ai/deepseek-vl2-tiny", files | {"README.md": b"# DeepSeek-VL2\n"})
     model = vitkit.load_pretrained("hf-hub:deepseek-ai/deepseek-vl2-tiny")
-    fetched = sorted(server.fetched())
+    fetched = sorted(hub_server.fetched())
     assert "deepseek-ai/deepseek-vl2-tiny/model-00001-of-00002.safetensors" not in fetched  # the language model's
     assert "deepseek-ai/deepseek-vl2-tiny/model-00002-of-00002.safetensors" in fetched
     assert model.ignore_head and model.config.img_size == (56, 56) and model.config.global_pool == "map"
@@ -128,7 +119,7 @@ def test_deepseek_vl2_tower_comes_from_its_own_shards(monkeypatch: pytest.Monkey
     assert any("language model" in line for line in loaded.report.dropped)
 
 
-def test_qwen_vl_tower_from_the_hub_fetches_only_its_shards(server: HubServer) -> None:
+def test_qwen_vl_tower_from_the_hub_fetches_only_its_shards(hub_server: HubServer) -> None:
     hf = hf_tower("qwen2.5")
     vision = {f"model.visual.{k}": v.contiguous() for k, v in hf.state_dict().items()}
     language = {"model.language_model.embed_tokens.weight": torch.randn(50, 8), "lm_head.weight": torch.randn(50, 8)}
@@ -136,10 +127,11 @@ def test_qwen_vl_tower_from_the_hub_fetches_only_its_shards(server: HubServer) -
               "model-00003-of-00003.safetensors": {"model.language_model.norm.weight": torch.randn(8)}}
     index = {"weight_map": {key: name for name, part in shards.items() for key in part}}
     config = {"model_type": "qwen2_5_vl", "vision_config": hf.config.to_dict()}
-    server.add("Qwen/tiny-vl", {**{n: save(p) for n, p in shards.items()}, "config.json": json.dumps(config).encode(),
-                                "model.safetensors.index.json": json.dumps(index).encode()})
+    files = {n: save(p) for n, p in shards.items()}
+    hub_server.add("Qwen/tiny-vl", {**files, "config.json": json.dumps(config).encode(),
+                                    "model.safetensors.index.json": json.dumps(index).encode()})
     model = vitkit.load_pretrained("hf-hub:Qwen/tiny-vl")
-    weights = [f for f in server.fetched() if f.endswith(".safetensors")]
+    weights = [f for f in hub_server.fetched() if f.endswith(".safetensors")]
     assert weights == ["Qwen/tiny-vl/model-00002-of-00003.safetensors"]
     items = pictures(14)
     with torch.no_grad():
@@ -150,7 +142,7 @@ def test_qwen_vl_tower_from_the_hub_fetches_only_its_shards(server: HubServer) -
 
 def test_a_hub_cache_built_by_hand_loads_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A cache in huggingface_hub's layout (blobs, refs/main, snapshots/COMMIT) holding only the tag's weights file,
-    HF_HUB_OFFLINE=1 and no server: the tag loads from it."""
+    HF_HUB_OFFLINE=1 and no hub_server: the tag loads from it."""
     from hub_helpers import build_hub_cache
 
     isolate_hub(monkeypatch, tmp_path / "cache")
@@ -162,7 +154,7 @@ def test_a_hub_cache_built_by_hand_loads_offline(monkeypatch: pytest.MonkeyPatch
         assert_close(vitkit.create_model(TAG, pretrained=True)(x), theirs(x))
 
 
-def test_predict_and_train_take_a_tag(server: HubServer, tmp_path: Path) -> None:
+def test_predict_and_train_take_a_tag(hub_server: HubServer, tmp_path: Path) -> None:
     """`vitkit predict --checkpoint NAME.TAG` runs the published classifier; `vitkit train --pretrained NAME.TAG`
     fine-tunes it (a new head for the folder's classes)."""
     from typer.testing import CliRunner
@@ -170,7 +162,7 @@ def test_predict_and_train_take_a_tag(server: HubServer, tmp_path: Path) -> None
     from vitkit.cli import app
 
     _, files = timm_repo(tmp_path, "vit_tiny_patch16_224")
-    server.add(f"timm/{TAG}", files)
+    hub_server.add(f"timm/{TAG}", files)
     folder = photo_folder(tmp_path / "photos")
     run = CliRunner().invoke
     env = {"COLUMNS": "200", "NO_COLOR": "1"}
