@@ -10,6 +10,7 @@
 #   benchmarks/run_all.sh rope     CPU, DINOv3 ViT-S/16 against timm's Eva, and RoPE's share of a block (issue 24)
 #   benchmarks/run_all.sh naflex   CPU, SigLIP2 NaFlex packed against transformers' and timm's padded batches (issue 25)
 #   benchmarks/run_all.sh tower    CPU, a Qwen2.5-VL vision tower packed against transformers' tower, same weights
+#   benchmarks/run_all.sh startup  `vitkit --help` and the light commands, this tree against an earlier commit (issue 29)
 #
 # Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
 # from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
@@ -51,7 +52,9 @@ case "$SUITE" in
        ROUNDS=${ROUNDS:-2} ;;
   tower) TITLE="Vision towers of VLMs (Qwen2.5-VL)"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-2}
        ROUNDS=${ROUNDS:-3} ;;
-  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed|rope|naflex|tower]" >&2; exit 2 ;;
+  startup) TITLE="Start-up time: vitkit --help and the light commands"; DEVICE=cpu; PRECISION=fp32; STEPS=0
+       ROUNDS=${ROUNDS:-5} ;;
+  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed|rope|naflex|tower|startup]" >&2; exit 2 ;;
 esac
 WARMUP=${WARMUP:-2}
 rm -rf "$OUT"
@@ -220,6 +223,14 @@ if [ "$SUITE" = naflex ]; then
     --min-side 64 --max-side 512 --budgets 256,1024 --depth 2 --steps "$STEPS" --rounds "$ROUNDS"
   { echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)."; echo
     python benchmarks/naflex_targets.py "$OUT/naflex_bench.json"; } >>"$SECTION"
+  python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
+  echo "wrote BENCHMARKS.md ($OUT)" >&2
+  exit 0
+fi
+if [ "$SUITE" = startup ]; then
+  # issue 29: the lazy imports of the command line, against the commit before them
+  script startup_bench "Before and after the lazy imports" --before 5141f6f --runs "$ROUNDS"
+  echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
   python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
   echo "wrote BENCHMARKS.md ($OUT)" >&2
   exit 0

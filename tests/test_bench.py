@@ -7,11 +7,15 @@ machine). No test asserts a speed: only that every number is there and consisten
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
+from rich.text import Text
 from typer.testing import CliRunner
 
 from vitkit.bench import runner
@@ -21,12 +25,13 @@ from vitkit.bench.flops import analytic_flops, block_gemms, counted_flops
 from vitkit.bench.live_tensors import LiveTensorBytes
 from vitkit.bench.measure import summarize
 from vitkit.bench.memory_bench import MemoryBenchSettings
-from vitkit.bench.report import _remarks
+from vitkit.bench.report import _remarks, attention_table, memory_table, model_table, packing_table, tower_table
 from vitkit.bench.runner import ModelBenchSettings, Row, run_worker
 from vitkit.bench.spec import CandidateSpec
 from vitkit.bench.worker import run_candidate
 from vitkit.cli import app
 from vitkit.cli.bench import parse_ints
+from vitkit.cli.output import print_table
 from vitkit.models import build_model, get_config, simple_vit_config
 
 ENV = {"COLUMNS": "250", "TTY_COMPATIBLE": "0", "FORCE_COLOR": None, "NO_COLOR": "1"}
@@ -347,6 +352,53 @@ def test_settings_resolve_all_none_and_aliases():
     assert ModelBenchSettings(attention=("flash_attention", "flash")).attention == ("flash",)
     assert ModelBenchSettings().peers == tuple(PEERS)
     assert ModelBenchSettings(mode="both").modes == ("infer", "train")
+
+
+# --- tables on a narrow or piped output ----------------------------------------------------------
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+NARROW = {**ENV, "COLUMNS": "80"}  # a log or a pipe: CliRunner's output is no terminal
+
+
+def whole_cells(table) -> list[str]:
+    """The text of every header and cell of the columns that must not wrap (names, numbers)."""
+    return [cell.plain if isinstance(cell, Text) else str(cell) for column in table.columns if column.no_wrap
+            for cell in (column.header, *column.cells)]
+
+
+@pytest.mark.parametrize(("report", "table"), [
+    ("cpu/vit_small_patch16_224_infer.json", model_table), ("cpu/attention.json", attention_table),
+    ("cpu/memory.json", memory_table), ("packing/packing_24_infer.json", packing_table),
+    ("tower/tower.json", tower_table)], ids=lambda value: getattr(value, "__name__", None))
+@pytest.mark.parametrize("width", [80, 50])
+def test_a_table_wider_than_the_output_is_printed_in_parts_that_cut_no_number(report, table, width):
+    built = table(json.loads((RESULTS / report).read_text()))
+    out = Console(file=io.StringIO(), width=width, highlight=False)
+    print_table(built, out=out)
+    text = out.file.getvalue()
+    assert "…" not in text
+    lines = text.splitlines()
+    assert all(cell in text for cell in whole_cells(built))
+    assert all(len(line) <= width for line in lines if line.startswith(("┃", "│", "┏", "└")))
+    parts = [line for line in lines if line.startswith("┃")]  # the header row of each part names the row again
+    assert all(line.split("┃")[1].strip() == built.columns[0].header for line in parts)
+
+
+def test_bench_tables_at_80_columns_cut_no_number(tmp_path, inprocess_workers):
+    model = CliRunner().invoke(app, ["bench", *TINY, "--peers", "none", "--json", str(tmp_path / "m.json")],
+                               env=NARROW)
+    assert model.exit_code == 0, model.output
+    [row] = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert "…" not in model.stdout
+    assert {f"{row['img_per_s']:,.1f}", f"{row['ms_per_step']:,.1f}", f"{row['peak_mem_mb']:,.0f}"} <= set(
+        model.stdout.split())
+    attention = CliRunner().invoke(app, ["bench", "attention", "--tokens", "16", "--heads", "2", "--head-dim", "8",
+                                         "--backends", "math,sdpa", "--steps", "1", "--warmup", "0", "--threads", "1",
+                                         "--json", str(tmp_path / "a.json")], env=NARROW)
+    assert attention.exit_code == 0, attention.output
+    assert "…" not in attention.stdout
+    assert {f"{r['ms']:,.2f}" for r in json.loads((tmp_path / "a.json").read_text())["rows"]} <= set(
+        attention.stdout.split())
 
 
 # --- vitkit bench attention / memory --------------------------------------------------------------

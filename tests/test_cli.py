@@ -17,7 +17,9 @@ import torch
 from typer.testing import CliRunner
 
 import vitkit
+from vitkit.checkpoints.tags import PRETRAINED
 from vitkit.cli import app
+from vitkit.models import model_info
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Wide, colourless rich output whatever the terminal or CI sets: table rows stay on one line.
@@ -103,6 +105,22 @@ def test_models_unknown_pattern_is_one_line_exit_1():
     ]
 
 
+@pytest.mark.parametrize("args", [["models"], ["models", "--pretrained"], ["models", "--pretrained-formats"],
+                                  ["doctor", "--no-checks"]], ids=" ".join)
+@pytest.mark.parametrize("columns", ["80", "50"])
+def test_tables_on_a_narrow_or_piped_output_cut_no_cell(args: list[str], columns: str) -> None:
+    """Piped or logged (CliRunner is no terminal) at 80 or 50 columns: every name and number whole."""
+    result = CliRunner().invoke(app, args, env={**ENV, "COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    words = set(result.stdout.split())
+    if args == ["models"]:
+        assert set(vitkit.list_models()) <= words
+        assert {f"{model_info(name).params / 1e6:.1f}M" for name in ("vit_digits", "vit_7b_patch16_dinov3")} <= words
+    if args == ["models", "--pretrained"]:
+        assert all({tag.name, tag.repo} <= words for tag in PRETRAINED.values())
+
+
 # --- doctor ---------------------------------------------------------------------------------------
 
 
@@ -185,7 +203,6 @@ def test_debug_shows_the_traceback_instead():
 
 def test_backend_unavailable_and_interrupt_follow_the_policy(monkeypatch):
     from vitkit.attention import BackendUnavailableError
-    from vitkit.cli import doctor
 
     for exc, line, code in (
         (BackendUnavailableError("attention backend 'flash' cannot run here\n(fix: install it)"),
@@ -195,7 +212,7 @@ def test_backend_unavailable_and_interrupt_follow_the_policy(monkeypatch):
         def boom(*args, exc=exc, **kwargs):
             raise exc
 
-        monkeypatch.setattr(doctor, "backend_report", boom)
+        monkeypatch.setattr("vitkit.attention.backend_report", boom)
         result = invoke("doctor")
         assert result.exit_code == code
         assert result.stderr.splitlines() == [line]
@@ -245,3 +262,42 @@ def test_import_vitkit_does_not_import_the_cli_dependencies():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+HEAVY = {"torch", "torchvision", "matplotlib", "sklearn"}
+# Builds the app; renders `--help` of it and of every command and subcommand, and a mistyped option's error; prints
+# how many and what of HEAVY got imported; then runs `models` and `doctor --no-checks` and prints that again.
+HELP_THEN_LIGHT_COMMANDS = """
+import sys
+from typer.main import get_command
+from typer.testing import CliRunner
+from vitkit.cli import app
+
+def heavy():
+    return sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:]))
+
+runner, group = CliRunner(), get_command(app)
+paths = [[]] + [[name] for name in group.commands] + [
+    [name, sub] for name, command in group.commands.items() for sub in getattr(command, "commands", {})]
+for path in paths:
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output, (path, result.output)
+    assert runner.invoke(app, [*path, "--no-such-option"]).exit_code == 2, path
+print(len(paths), heavy())
+for args in (["models"], ["doctor", "--no-checks"]):
+    assert runner.invoke(app, args).exit_code == 0, args
+print(heavy())
+"""
+
+
+@pytest.mark.slow
+def test_help_and_usage_errors_import_nothing_heavy_and_models_doctor_only_torch():
+    """`vitkit --help`, `vitkit CMD --help` and a mistyped option build the app from the commands' signatures
+    alone: torch and the rest load only when a command runs, and then only what it uses."""
+    proc = subprocess.run([sys.executable, "-c", HELP_THEN_LIGHT_COMMANDS, *HEAVY], capture_output=True, text=True,
+                          env=subprocess_env(), timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    helps, commands = proc.stdout.splitlines()
+    count, imported = helps.split(maxsplit=1)
+    assert int(count) >= 17 and imported == "[]"  # the app, its 12 commands and the 4 of `bench`
+    assert commands == "['torch']"  # registry and attention checks need torch; no images, plots or sklearn

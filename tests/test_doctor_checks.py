@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +17,7 @@ from typer.testing import CliRunner
 from vitkit.cli import app
 from vitkit.deploy import selfcheck
 
+SRC = Path(__file__).resolve().parents[1] / "src"
 ENV = {"COLUMNS": "250", "TTY_COMPATIBLE": "0", "FORCE_COLOR": None, "NO_COLOR": "1"}
 
 
@@ -36,9 +42,9 @@ def test_doctor_runs_both_checks_and_reports_versions():
 
 
 def test_doctor_table_shows_the_checks(monkeypatch):
-    monkeypatch.setattr("vitkit.cli.doctor.check_torch_compile",
+    monkeypatch.setattr("vitkit.deploy.selfcheck.check_torch_compile",
                         lambda: selfcheck.LiveCheck("torch.compile", False, "fails on cpu: no compiler", 0.5))
-    monkeypatch.setattr("vitkit.cli.doctor.check_onnx_export",
+    monkeypatch.setattr("vitkit.deploy.selfcheck.check_onnx_export",
                         lambda: selfcheck.LiveCheck("onnx export", True, "works (stub)", 1.25))
     result = invoke("doctor")
     assert result.exit_code == 0, result.output
@@ -87,3 +93,38 @@ def test_onnx_check_reports_an_export_failure(monkeypatch):
     monkeypatch.setattr(onnx_export, "export_onnx", fail)
     check = selfcheck.check_onnx_export()
     assert not check.ok and check.detail == "fails: ValueError: the ONNX export of tiny.onnx does not match PyTorch"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch says it only where no CUDA device is visible")
+def test_doctor_on_a_cpu_machine_with_a_cuda_toolkit_prints_no_cuda_home_notice(tmp_path: Path) -> None:
+    """torch.utils.cpp_extension, first imported by the compile check, logs 'No CUDA runtime is found, using
+    CUDA_HOME=...' to stderr wherever CUDA_HOME is set and no device is visible; a fresh process imports it anew."""
+    env = {**os.environ, "CUDA_HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join(
+        p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run([sys.executable, "-m", "vitkit", "doctor"], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "torch.compile  yes: works" in proc.stdout, proc.stdout  # the check that imports it did run
+    assert "No CUDA runtime" not in proc.stderr, proc.stderr
+
+
+def test_only_the_cuda_home_notice_is_dropped_and_only_inside_the_block() -> None:
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        with selfcheck.without_cuda_home_notice():
+            logger.warning("No CUDA runtime is found, using CUDA_HOME='/usr/local/cuda'")
+            logger.warning("Error building extension 'fused': nvcc not found")
+        logger.warning("No CUDA runtime is found, using CUDA_HOME='/usr/local/cuda'")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["Error building extension 'fused': nvcc not found",
+                    "No CUDA runtime is found, using CUDA_HOME='/usr/local/cuda'"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,16 @@ def test_cli_torch_export_simple_vit_json(tmp_path):
 
 
 @pytest.mark.slow
+def test_cli_static_batch_export_names_its_one_batch_size_once(tmp_path):
+    vitkit.save_pretrained(simple_vit(), tmp_path / "model")
+    result = invoke("export", "--checkpoint", str(tmp_path / "model"), str(tmp_path / "static.pt2"), "--static-batch",
+                    "--batch-size", "8")
+    assert result.exit_code == 0, result.output
+    [check] = [line for line in result.stdout.splitlines() if line.startswith("check:")]
+    assert re.search(r"max \|diff\| 2 batches of 8: \S+, \S+ \(tolerance", check) and "batch 8:" not in check, check
+
+
+@pytest.mark.slow
 def test_failed_check_writes_nothing(tmp_path, monkeypatch):
     import vitkit.deploy.program as program
 
@@ -176,6 +187,9 @@ def test_check_parity_reports_each_batch_size_and_fails_past_tolerance():
     bad = check_parity(lambda x: model(x) + 1e-3, model, runtime="off by 1e-3")
     assert not bad.passed and all(abs(d - 1e-3) < 1e-5 for d in bad.max_abs_diff)
     assert bad.describe().endswith("FAILED")
+    assert re.search(r"max \|diff\| batch 1: \S+, batch 3: \S+ \(tolerance", bad.describe())
+    static = ParityCheck("onnxruntime", "attention sdpa", (8, 8), (1e-6, 2e-6), 1e-4).describe()
+    assert "max |diff| 2 batches of 8: 1.00e-06, 2.00e-06 (tolerance 1e-04): ok" in static
     with pytest.raises(ValueError, match="returned shape"):
         check_parity(lambda x: model(x)[:, :2], model, runtime="wrong")
     assert good.reference == "attention auto"

@@ -174,7 +174,17 @@ def test_layer_decay_gives_each_group_its_rate() -> None:
     ratios = {g["lr"] / (lr * g["lr_scale"]) for g in optimizer.param_groups}
     assert max(ratios) - min(ratios) < 1e-12  # the schedule scales every group alike
     assert {s.layer for s in summary} == {"stem", "block 0", "block 1", "block 2", "head"}
+    assert {s.name for s in summary} >= {"stem, decay", "stem, no decay", "block 2, decay", "head, no decay"}
     assert sum(s.params for s in summary) == sum(p.numel() for p in model.parameters())
+
+
+def test_without_layer_decay_the_groups_are_named_by_decay_not_by_layer() -> None:
+    model = create_model("vit_tiny_patch16_224", depth=2, img_size=32, patch_size=8, num_classes=4)
+    _, _, summary = build_optimizer(model, 1e-3, 0.05, 100, 10, 1e-6)
+    assert [(s.name, s.weight_decay, s.lr_scale) for s in summary] == [("no decay", 0.0, 1.0), ("decay", 0.05, 1.0)]
+    skip = model.no_weight_decay()
+    assert summary[1].params == sum(p.numel() for n, p in model.named_parameters() if p.ndim > 1 and n not in skip)
+    assert summary[0].params + summary[1].params == sum(p.numel() for p in model.parameters())
 
 
 def test_freeze_patterns_and_linear_probe() -> None:

@@ -17,9 +17,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from vitkit import create_model, save_pretrained
 from vitkit.checkpoints import read_state_dict
 from vitkit.cli import app
 from vitkit.train import TrainOptions, train
+from vitkit.train.model_setup import build_for_run, run_config
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 QUICK = dict(epochs=2, batch_size=32, drop_path=0.0)  # small and free of per-rank randomness
@@ -103,6 +105,41 @@ def test_resume_after_interrupt_continues_the_same_curve(tmp_path: Path) -> None
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resuming_a_finished_run_says_so_and_more_epochs_train_on(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(TrainOptions(out=str(run), epochs=1, batch_size=256))
+    state = (run / "train_state.pt").read_bytes()
+    done = invoke("train", "--resume", str(run))
+    assert done.exit_code == 0, done.output
+    assert done.output == f"{run} has finished: 1 of 1 epochs trained, best val top-1 " \
+                          f"{100 * json.loads((run / 'config.json').read_text())['training']['val_top1']:.2f}%; " \
+                          "to train on, add --epochs N (more than 1)\n"
+    assert (run / "train_state.pt").read_bytes() == state  # nothing ran, nothing was written
+    more = invoke("train", "--resume", str(run), "--epochs", "2")
+    assert more.exit_code == 0, more.output
+    assert_summary_table(more.output)
+    assert torch.load(run / "train_state.pt", weights_only=True)["epoch"] == 2
+    assert json.loads((run / "train_options.json").read_text())["epochs"] == 2  # a later --resume knows the total
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line)["kind"] == "epoch"] == [0, 1]
+    assert "2 of 2 epochs" in invoke("train", "--resume", str(run)).output
+    fewer = invoke("train", "--resume", str(run), "--epochs", "1")
+    assert fewer.exit_code == 1 and "--epochs 1 is fewer than the 2 epochs" in fewer.stderr
+
+
+def test_fine_tuning_on_another_class_count_logs_the_new_head(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    save_pretrained(create_model("vit_tiny_patch16_224", depth=1, img_size=32, num_classes=3), tmp_path / "base")
+    options = TrainOptions(pretrained=str(tmp_path / "base"))
+    with caplog.at_level("INFO", logger="vitkit.train"):
+        build_for_run(options, run_config(options), num_classes=3)
+        assert not caplog.records  # the head fits: it is loaded, nothing to say
+        model = build_for_run(options, run_config(options), num_classes=4)
+    assert model.num_classes == 4
+    [record] = caplog.records
+    assert record.getMessage() == (f"--pretrained {tmp_path / 'base'}: replacing its 3-class head; training a new "
+                                   "4-class head (the data has 4 classes)")
+
+
 def test_image_folder_train_eval_predict(tmp_path: Path) -> None:
     data = make_folder(tmp_path / "shapes")
     run = tmp_path / "run"
@@ -110,6 +147,8 @@ def test_image_folder_train_eval_predict(tmp_path: Path) -> None:
                     "--val-split", "0.25", "--epochs", "2", "--batch-size", "9", "--out", str(run))
     assert result.exit_code == 0, result.output
     assert_summary_table(result.output)
+    table = result.output.split("optimizer parameter groups")[1].split("└")[0]
+    assert re.findall(r"^│ (\w[\w ,]*?)\s+│", table, re.MULTILINE) == ["no decay", "decay"]
     assert json.loads((run / "labels.json").read_text()) == ["class_0", "class_1", "class_2"]
     result = invoke("eval", "--checkpoint", str(run), "--data", str(data), "--val-split", "0.25", "--json")
     assert result.exit_code == 0, result.output

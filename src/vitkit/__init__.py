@@ -1,28 +1,62 @@
-"""vitkit: Vision Transformers whose attention runs on the fastest exact kernel the machine has."""
+"""vitkit: Vision Transformers whose attention runs on the fastest exact kernel the machine has.
 
-from . import attention
-from .checkpoints import convert_state_dict, create_model, list_pretrained, load_pretrained, save_pretrained
-from .layers import EfficientAttention, TransformerBlock
-from .models import (
-    SimpleViT,
-    VisionTransformer,
-    ViTConfig,
-    build_model,
-    list_models,
-)
-from .packing import PackedBatch, pack_images
+The public names below are imported on first use, so that `import vitkit` (and the command line's `--help`) does
+not load torch until something needs it; `vitkit.NAME` and `from vitkit import NAME` work as for any module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "convert_state_dict": "checkpoints",
+    "create_model": "checkpoints",
+    "list_pretrained": "checkpoints",
+    "load_pretrained": "checkpoints",
+    "save_pretrained": "checkpoints",
+    "EfficientAttention": "layers",
+    "TransformerBlock": "layers",
+    "SimpleViT": "models",
+    "VisionTransformer": "models",
+    "ViTConfig": "models",
+    "build_model": "models",
+    "list_models": "models",
+    "PackedBatch": "packing",
+    "pack_images": "packing",
+    "embed": "embeddings",
+    "load_embeddings": "embeddings",
+}
 
-def __getattr__(name: str) -> object:
-    """`vitkit.embed` and `vitkit.load_embeddings` load the image pipeline (torchvision) when first used, so that
-    `import vitkit` stays light."""
-    if name in ("embed", "load_embeddings"):
-        from . import embeddings
+if TYPE_CHECKING:
+    from . import attention
+    from .checkpoints import convert_state_dict, create_model, list_pretrained, load_pretrained, save_pretrained
+    from .embeddings import embed, load_embeddings
+    from .layers import EfficientAttention, TransformerBlock
+    from .models import SimpleViT, VisionTransformer, ViTConfig, build_model, list_models
+    from .packing import PackedBatch, pack_images
 
-        return getattr(embeddings, name)
-    raise AttributeError(f"module 'vitkit' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    """A public name from its submodule, or a submodule (`vitkit.models`), imported now."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value  # the next lookup finds it without this function
+        return value
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":  # the submodule exists; something it imports does not
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [

@@ -15,13 +15,14 @@ import torch
 
 from ..attention import BACKENDS, BackendUnavailableError, Request, scaled_dot_product_attention
 from ..attention.capability import cuda_capability
+from ..choices import BENCH_ATTENTION_BACKENDS
 from ..runtime import precision_dtype
 from .machine import machine_info
 from .measure import resolve_device, summarize, tensor_memory, time_steps, torch_threads
 from .runner import Progress, resolve_attention
 from .settings import BenchSettings, check_ints
 
-DEFAULT_BACKENDS = ("math", "sdpa", "flash", "xformers", "flex")
+DEFAULT_BACKENDS = BENCH_ATTENTION_BACKENDS
 PASSES = ("fwd", "fwd+bwd")
 
 

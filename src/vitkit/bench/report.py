@@ -207,7 +207,7 @@ def tower_table(report: dict[str, Any]) -> Table:
     ])
     table = Table(title=Text(title), caption=Text(caption), title_justify="left", caption_justify="left")
     for name in ("way", "img/s", "tokens/s", "ms/step", "IQR", "ratio", "how"):
-        table.add_column(name, justify="left" if name in ("way", "how") else "right", no_wrap=True)
+        table.add_column(name, justify="left" if name in ("way", "how") else "right", no_wrap=name != "how")
     for row in report["rows"]:
         table.add_row(Text(row["way"]), _num(row["img_per_s"], 2), _num(row["tokens_per_s"], 0),
                       _num(row["ms_per_step"]), f"{row['spread_pct']:.0f}%", f"{row['ratio']:.2f}", Text(row["notes"]))

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..choices import EXPORT_FORMATS
 from ..models import ViTConfig
 from ..runtime import write_text
 from .hf_common import VITKIT_TO_HF_ACT
@@ -22,7 +23,6 @@ from .io import save_state_dict
 from .keymap import StateDict, block_count, split_qkv
 from .pretrained import Loaded, load_checkpoint, save_pretrained
 
-EXPORT_FORMATS = ("vitkit", "timm", "hf", "hf-siglip", "hf-vit")
 TIMM_MLP_CLASSES = {
     "mlp": "timm.layers.Mlp", "swiglu": "timm.layers.SwiGLU", "swiglu_packed": "timm.layers.SwiGLUPacked",
 }

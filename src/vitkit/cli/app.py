@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
-from .errors import EXPECTED_ERRORS, NoArgsIsHelpError, UsageError, fail, usage_fail
+from .errors import NoArgsIsHelpError, UsageError, expected, fail, usage_fail
 
 
 class VitkitGroup(TyperGroup):
@@ -36,7 +36,9 @@ class VitkitGroup(TyperGroup):
             usage_fail(exc)
         except typer.TyperException:  # typer.Exit passes through untouched
             raise
-        except EXPECTED_ERRORS as exc:
+        except BaseException as exc:
+            if not expected(exc):
+                raise
             fail(exc, debug=bool(ctx.params.get("debug")))
 
 

@@ -6,9 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..checkpoints import load_model_dir
-from ..explain import METHODS, attention_map
-from ..train import RunDir
 from .app import app
 from .convert import parse_size
 from .output import ATTENTION_HELP, echo_json
@@ -33,6 +30,10 @@ def attention_map_command(
                                          "from the math path.", show_default=False),
 ) -> None:
     """Attention rollout (or the last layer's attention) of a model on an image, overlaid as a heatmap PNG."""
+    from ..checkpoints import load_model_dir
+    from ..explain import METHODS, attention_map
+    from ..train import RunDir
+
     if method not in METHODS:
         raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if not image.is_file():

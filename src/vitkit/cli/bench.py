@@ -15,15 +15,9 @@ from typing import Any
 
 import typer
 
-from ..bench.attention_bench import DEFAULT_BACKENDS, AttentionBenchSettings, run_attention_bench
-from ..bench.memory_bench import MemoryBenchSettings, run_memory_bench
-from ..bench.packing_bench import PackingBenchSettings, run_packing_bench
-from ..bench.plots import plot_attention, plot_memory, plot_model, plot_packing, plot_tower
-from ..bench.report import attention_table, memory_table, model_table, packing_table, tower_table, write_json
-from ..bench.runner import ModelBenchSettings, run_model_bench
-from ..bench.tower_bench import TowerBenchSettings, run_tower_bench
+from ..choices import BENCH_ATTENTION_BACKENDS
 from .app import app
-from .output import console
+from .output import print_table
 
 bench_app = typer.Typer(
     name="bench",
@@ -80,15 +74,17 @@ def _progress(message: str) -> None:
     typer.echo(f"running {message} ...", err=True)
 
 
-def benchmark(table: Callable[[dict], Any], plot: Callable[[dict, Path], None], *, steps: tuple[int, str] = STEPS,
-              warmup: tuple[int, str] = WARMUP) -> Callable:
+def benchmark(kind: str, *, keys: int = 1, steps: tuple[int, str] = STEPS, warmup: tuple[int, str] = WARMUP
+              ) -> Callable:
     """Make a function that returns a benchmark's report into a command: its own options, then --precision, --steps,
     --warmup, --device, --seed, --threads (passed on to it as keyword arguments, for its settings), --json and
     --plot.
 
     Typer reads the options from the signature, so the shared ones are declared once, in `_options`, and appended
-    to the function's own. The command prints the report as `table`, and writes it as JSON / draws it with `plot` when
-    asked; a function that returns None (a subcommand runs instead) prints nothing.
+    to the function's own. The command prints the report as `vitkit.bench.report.{kind}_table` (its first `keys`
+    columns name a row: a table too wide for the terminal is printed in parts that repeat them), and writes it as
+    JSON / draws it with `vitkit.bench.plots.plot_{kind}` when asked; a function that returns None (a subcommand
+    runs instead) prints nothing.
     """
     def decorate(make_report: Callable[..., dict | None]) -> Callable[..., None]:
         @functools.wraps(make_report)
@@ -96,11 +92,15 @@ def benchmark(table: Callable[[dict], Any], plot: Callable[[dict, Path], None], 
             report = make_report(*args, **kwargs)
             if report is None:
                 return
-            console().print(table(report))
+            from ..bench import report as reports
+
+            print_table(getattr(reports, f"{kind}_table")(report), keys=keys)
             if json_path is not None:
-                write_json(json_path, report)
+                reports.write_json(json_path, report)
             if plot_path is not None:
-                plot(report, plot_path)
+                from ..bench import plots
+
+                getattr(plots, f"plot_{kind}")(report, plot_path)
 
         own = inspect.signature(make_report).parameters.values()
         command.__signature__ = inspect.Signature([p for p in own if p.kind is not p.VAR_KEYWORD]
@@ -111,7 +111,7 @@ def benchmark(table: Callable[[dict], Any], plot: Callable[[dict, Path], None], 
 
 
 @bench_app.callback(invoke_without_command=True)
-@benchmark(model_table, plot_model)
+@benchmark("model", keys=2)  # candidate, mode
 def bench(
     ctx: typer.Context,
     model: str = typer.Option("vit_small_patch16_224", "--model", help="A registered model (see `vitkit models`)."),
@@ -140,6 +140,8 @@ def bench(
     """
     if ctx.invoked_subcommand is not None:
         return None
+    from ..bench.runner import ModelBenchSettings, run_model_bench
+
     settings = ModelBenchSettings(
         model=model, mode=mode, batch_size=batch_size, img_size=img_size,
         attention=split_list(attention, "--attention"), peers=split_list(peers, "--peers"), compile=compile_,
@@ -149,16 +151,18 @@ def bench(
 
 
 @bench_app.command("attention")
-@benchmark(attention_table, plot_attention)
+@benchmark("attention", keys=3)  # backend, tokens, pass
 def bench_attention(
     tokens: str = typer.Option("197,577,1025,4097", "--tokens", help="Token counts, comma-separated."),
     heads: int = typer.Option(12, "--heads", help="Attention heads."),
     head_dim: int = typer.Option(64, "--head-dim", help="Width of each head."),
     batch_size: int = typer.Option(1, "--batch-size", help="Sequences per call."),
-    backends: str = typer.Option(",".join(DEFAULT_BACKENDS), "--backends", help="Kernels to time, or all."),
+    backends: str = typer.Option(",".join(BENCH_ATTENTION_BACKENDS), "--backends", help="Kernels to time, or all."),
     **run: Any,
 ) -> dict | None:
     """Kernel time and memory of each attention backend, forward and forward+backward, over token counts."""
+    from ..bench.attention_bench import AttentionBenchSettings, run_attention_bench
+
     settings = AttentionBenchSettings(
         tokens=parse_ints(tokens, "--tokens"), heads=heads, head_dim=head_dim, batch_size=batch_size,
         backends=split_list(backends, "--backends"), **run,
@@ -167,7 +171,7 @@ def bench_attention(
 
 
 @bench_app.command("memory")
-@benchmark(memory_table, plot_memory, steps=(3, "Timed training steps per level."), warmup=(1, "Untimed steps first."))
+@benchmark("memory", steps=(3, "Timed training steps per level."), warmup=(1, "Untimed steps first."))
 def bench_memory(
     model: str = typer.Option("vit_base_patch16_224", "--model", help="A registered VisionTransformer."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
@@ -179,6 +183,8 @@ def bench_memory(
     **run: Any,
 ) -> dict | None:
     """Peak training memory and step time for num_recomputing_layers = 0 ... depth (the trade-off curve)."""
+    from ..bench.memory_bench import MemoryBenchSettings, run_memory_bench
+
     settings = MemoryBenchSettings(
         model=model, batch_size=batch_size, img_size=img_size, attention=attention,
         levels=None if levels is None else parse_ints(levels, "--levels"), **run,
@@ -187,7 +193,7 @@ def bench_memory(
 
 
 @bench_app.command("packing")
-@benchmark(packing_table, plot_packing, steps=(3, "Timed passes over the whole set, per round."),
+@benchmark("packing", steps=(3, "Timed passes over the whole set, per round."),
            warmup=(1, "Untimed passes first, per round."))
 def bench_packing(
     model: str = typer.Option("vit_small_patch16_224", "--model", help="A registered VisionTransformer."),
@@ -208,6 +214,8 @@ def bench_packing(
 ) -> dict | None:
     """Mixed-size images packed (NaViT, attention per image), padded to the largest, and one at a time: tokens/s
     and memory."""
+    from ..bench.packing_bench import PackingBenchSettings, run_packing_bench
+
     settings = PackingBenchSettings(
         model=model, images=images, min_side=min_side, max_side=max_side, side_step=side_step,
         max_tokens=parse_ints(max_tokens, "--max-tokens"), batch_size=batch_size, mode=mode, attention=attention,
@@ -217,7 +225,7 @@ def bench_packing(
 
 
 @bench_app.command("tower")
-@benchmark(tower_table, plot_tower, steps=(3, "Timed passes over the whole set, per round."),
+@benchmark("tower", steps=(3, "Timed passes over the whole set, per round."),
            warmup=(1, "Untimed passes first, per round."))
 def bench_tower(
     model: str = typer.Option(
@@ -239,6 +247,8 @@ def bench_tower(
 ) -> dict | None:
     """A VLM's vision tower (Qwen2.5-VL, Qwen3-VL) packed in vitkit against transformers' tower, same images and
     weights: img/s, patch tokens/s and the ratio, after checking that both give the same merged tokens."""
+    from ..bench.tower_bench import TowerBenchSettings, run_tower_bench
+
     settings = TowerBenchSettings(
         model=model, depth=depth, images=images, min_side=min_side, max_side=max_side, max_tokens=max_tokens,
         attention=attention, rounds=rounds, width=width, **run,

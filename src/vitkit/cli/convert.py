@@ -7,9 +7,7 @@ import json
 
 import typer
 
-from ..checkpoints.detect import FORMATS
-from ..checkpoints.export import EXPORT_FORMATS, convert_checkpoint
-from ..models import parse_overrides
+from ..choices import EXPORT_FORMATS
 from .app import app
 from .output import TRUST_PICKLE_HELP, echo_json
 
@@ -31,7 +29,8 @@ def parse_size(text: str | None, option: str = "--img-size") -> int | tuple[int,
 def convert(
     source: str = typer.Argument(..., metavar="SRC", help="Weights file, model directory, or hf-hub:org/name."),
     out_dir: str = typer.Argument(..., metavar="OUT_DIR", help="Directory to write."),
-    source_format: str = typer.Option("auto", "--from", help=f"Source layout: auto or {', '.join(FORMATS)}."),
+    source_format: str = typer.Option("auto", "--from", help="Source layout: auto, or a format `vitkit models "
+                                                              "--pretrained-formats` lists."),
     to: str = typer.Option("vitkit", "--to", help=f"Output layout: {', '.join(EXPORT_FORMATS)}."),
     num_heads: int | None = typer.Option(None, "--num-heads", help="Attention heads, when the weights cannot say."),
     img_size: str | None = typer.Option(None, "--img-size", help="Build at N or HxW pixels (resamples positions)."),
@@ -42,6 +41,10 @@ def convert(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Convert a checkpoint; print the detected format, the config and the key report."""
+    from ..checkpoints.detect import FORMATS
+    from ..checkpoints.export import convert_checkpoint
+    from ..models import parse_overrides
+
     overrides = parse_overrides(settings)
     overrides.update({k: v for k, v in (("num_heads", num_heads), ("act_layer", act_layer)) if v is not None})
     loaded, files = convert_checkpoint(source, out_dir, source_format=source_format, to=to, strict=strict,

@@ -3,28 +3,25 @@ torch.compile and ONNX export work here (each tried live)."""
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import platform
 from typing import Any
 
-import torch
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from .. import __version__
-from ..attention import backend_report
-from ..deploy.selfcheck import check_onnx_export, check_torch_compile
 from .app import app
-from .output import console, echo_json
+from .output import console, echo_json, print_table
 
-DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)
+DTYPES = ("float32", "bfloat16")  # torch dtypes the attention backends are checked for
 NOT_INSTALLED = "not installed"
 
 
 def _dist_version(name: str) -> str | None:
     """A distribution's installed version from its metadata; never imports it (flash_attn is slow/fragile)."""
+    import importlib.metadata  # here, not at the top: it costs `vitkit --help` a twentieth of a second
+
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -33,6 +30,8 @@ def _dist_version(name: str) -> str | None:
 
 def _cudnn_version() -> str | None:
     """cuDNN as 'major.minor.patch' (torch reports 8902 for 8.9.2, 92400 for 9.24.0), or None."""
+    import torch
+
     if not torch.backends.cudnn.is_available() or (raw := torch.backends.cudnn.version()) is None:
         return None
     major, rest = divmod(raw, 10_000 if raw >= 90_000 else 1_000)
@@ -44,12 +43,16 @@ def _fa3_version() -> str | None:
     for dist in ("flash_attn_3", "flashattn_hopper"):  # metadata lookups normalise - and _
         if (found := _dist_version(dist)) is not None:
             return found
+    import importlib.util
+
     # find_spec locates a top-level module without executing it.
     return "found (flash_attn_interface)" if importlib.util.find_spec("flash_attn_interface") else None
 
 
 def versions() -> dict[str, str | None]:
     """Versions that decide which kernels exist: None where a component is absent."""
+    import torch
+
     return {
         "python": platform.python_version(),
         "vitkit": __version__,
@@ -67,6 +70,8 @@ def versions() -> dict[str, str | None]:
 
 def devices() -> list[dict[str, Any]]:
     """The CPU, then every visible CUDA device with its name and compute capability."""
+    import torch
+
     found: list[dict[str, Any]] = [
         {"device": "cpu", "name": platform.machine() or "cpu", "compute_capability": None,
          "threads": torch.get_num_threads()}
@@ -83,13 +88,17 @@ def devices() -> list[dict[str, Any]]:
 
 def attention_reports(device_names: list[str], head_dim: int) -> list[dict[str, Any]]:
     """One `backend_report` per (device, dtype): every backend, usable or not, and auto's choice."""
+    import torch
+
+    from ..attention import backend_report
+
     reports = []
     for device in device_names:
         for dtype in DTYPES:
-            rows = backend_report(device, dtype, head_dim=head_dim)
+            rows = backend_report(device, getattr(torch, dtype), head_dim=head_dim)
             reports.append({
                 "device": device,
-                "dtype": str(dtype).removeprefix("torch."),
+                "dtype": dtype,
                 "head_dim": head_dim,
                 "auto": next((row.name for row in rows if row.chosen), None),
                 "backends": [
@@ -153,6 +162,8 @@ def doctor(
         "attention": attention_reports([dev["device"] for dev in found], head_dim),
     }
     if checks:
+        from ..deploy.selfcheck import check_onnx_export, check_torch_compile
+
         report["checks"] = {item.name: {"ok": item.ok, "detail": item.detail, "seconds": round(item.seconds, 2)}
                             for item in (check_torch_compile(), check_onnx_export())}
     if as_json:
@@ -162,7 +173,7 @@ def doctor(
     out.print(_facts_table("versions", {k: v or NOT_INSTALLED for k, v in report["versions"].items()}))
     out.print()
     facts = {dev["device"]: _describe_device(dev) for dev in found}
-    if len(found) == 1 and torch.version.cuda is not None:
+    if len(found) == 1 and report["versions"]["cuda_runtime"] is not None:
         facts["cuda"] = "no device visible (torch.cuda.is_available() is False)"
     out.print(_facts_table("devices", facts))
     if checks:
@@ -171,4 +182,4 @@ def doctor(
                                           f"({item['seconds']:.1f} s)" for name, item in report["checks"].items()}))
     for item in report["attention"]:
         out.print()
-        out.print(_backend_table(item))
+        print_table(_backend_table(item), out=out)

@@ -5,25 +5,29 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..checkpoints import create_model, load_pretrained
-from ..checkpoints.tags import pretrained_tag
-from ..embeddings import POOLS, Scores, embed, encode_labels, knn, load_embeddings, probe
-from ..embeddings.store import DTYPES
-from ..runtime import loader_workers, setup, teardown
+from ..choices import EMBED_DTYPES, FEATURE_POOLS
 from .app import app
-from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json
+from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json, print_table
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..embeddings import Scores
 
 
 def _model(checkpoint: Path | None, model: str | None, pretrained: str | None, img_size: int | None,
            trust_pickle: bool, attention: str | None) -> tuple[torch.nn.Module, str]:
     """The tower and how to name it: a run/model directory, a registered name (with weights from a path), or the
     published weights NAME.TAG."""
+    from ..checkpoints import create_model, load_pretrained
+    from ..checkpoints.tags import pretrained_tag
+
     tag = pretrained_tag(pretrained)
     if tag is not None:
         if model not in (None, tag.model):
@@ -69,7 +73,7 @@ def embed_command(
                                                      "--pretrained`)."),
     data: str | None = typer.Option(None, help="An image folder (class folders give labels) or 'digits'."),
     split: str | None = typer.Option(None, help="train or val: for 'digits' or a folder with train/ and val/."),
-    pool: str | None = typer.Option(None, help=f"{' | '.join(POOLS)}; default: the model's own. 'none' keeps "
+    pool: str | None = typer.Option(None, help=f"{' | '.join(FEATURE_POOLS)}; default: the model's own. 'none' keeps "
                                                "every token (N, T, D)."),
     layer: int = typer.Option(-1, help="The block to read: -1 the last, -2 the one before (DeepSeek-VL2's "
                                        "select_layer), or 0..depth-1."),
@@ -77,7 +81,7 @@ def embed_command(
     l2: bool = typer.Option(False, "--l2", help="Scale each row to unit length."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
     precision: str = typer.Option("fp32", help="Compute precision: fp32 | bf16 | fp16."),
-    dtype: str = typer.Option("fp32", help=f"Stored rows: {' | '.join(DTYPES)}."),
+    dtype: str = typer.Option("fp32", help=f"Stored rows: {' | '.join(EMBED_DTYPES)}."),
     img_size: int | None = typer.Option(None, help="Run the model at this size (position table resampled)."),
     packing: bool = typer.Option(False, "--packing", help="Keep each image's aspect ratio and pack batches."),
     max_tokens: int | None = typer.Option(None, help="With --packing: tokens per sequence (default: 4 full images)."),
@@ -94,6 +98,9 @@ def embed_command(
         raise ValueError("give the images as --data FOLDER (or digits), or as a list of files, not both")
     if workers != "auto" and not workers.isdigit():
         raise ValueError(f"--workers must be 'auto' or an integer >= 0, got {workers!r}")
+    from ..embeddings import embed
+    from ..runtime import loader_workers, setup, teardown
+
     env = setup(device)
     try:
         tower, name = _model(checkpoint, model, pretrained, img_size, trust_pickle, attention)
@@ -124,12 +131,14 @@ def _print_scores(title: str, results: dict[str, Scores], classes: list[str], ex
     for i, name in enumerate(classes):
         table.add_row(name, str(first.counts[i]), *(f"{100 * s.per_class[i]:.2f}%" for s in results.values()))
     out = console()
-    out.print(table)
+    print_table(table, out=out)
     for setting, s in results.items():
         out.print(f"{setting}: top-1 {100 * s.top1:.2f}%  top-5 {100 * s.top5:.2f}%")
 
 
 def _labelled(train: Path, val: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    from ..embeddings import encode_labels, load_embeddings
+
     x, train_index = load_embeddings(train)
     xv, val_index = load_embeddings(val)
     classes, y, yv = encode_labels(train_index.labels, val_index.labels)
@@ -149,6 +158,8 @@ def knn_command(
         ks = [int(v) for v in k.split(",")]
     except ValueError as err:
         raise ValueError(f"-k takes positive integers separated by commas, got {k!r}") from err
+    from ..embeddings import Scores, knn
+
     x, y, xv, yv, classes = _labelled(train, val)
     scores = knn(x, y, xv, ks=ks, temperature=temperature, num_classes=len(classes))
     results = {f"k={n}": Scores.of(s, yv) for n, s in scores.items()}
@@ -163,6 +174,8 @@ def probe_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Logistic regression on L2-normalised features, C chosen on a held-out 20% of the train rows."""
+    from ..embeddings import Scores, probe
+
     x, y, xv, yv, classes = _labelled(train, val)
     probs, best, held_out = probe(x, y, xv)
     results = {f"C={best:g}": Scores.of(probs, yv)}

@@ -7,6 +7,7 @@ traceback always.
 
 from __future__ import annotations
 
+import sys
 import traceback
 from typing import NoReturn
 
@@ -17,14 +18,11 @@ try:  # recent typer runs on its own vendored copy of click, whose exception cla
 except ImportError:
     from click import exceptions as click_exceptions
 
-from ..attention import BackendUnavailableError
-
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     TypeError,
     OSError,  # missing files, unwritable directories, full disks
     ImportError,  # an optional package a command needs (onnx, onnxruntime) is not installed
-    BackendUnavailableError,
     KeyboardInterrupt,
 )
 EXIT_ERROR = 1
@@ -33,6 +31,15 @@ UsageError = click_exceptions.UsageError
 # A bare group invocation asking for its help (click >= 8.2 raises it; earlier versions print and exit).
 NoArgsIsHelpError: type[BaseException] | tuple[()] = getattr(click_exceptions, "NoArgsIsHelpError", ())
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
+
+
+def expected(exc: BaseException) -> bool:
+    """Whether `exc` is an expected failure (EXPECTED_ERRORS, or an attention backend that cannot run here) rather
+    than a bug. Only vitkit.attention raises BackendUnavailableError, so its class is looked up there once it is
+    loaded: importing it here would load torch for every command, `--help` included."""
+    attention = sys.modules.get("vitkit.attention")
+    unavailable = () if attention is None else (attention.BackendUnavailableError,)
+    return isinstance(exc, (*EXPECTED_ERRORS, *unavailable))
 
 
 def one_line(exc: BaseException) -> str:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import typer
 from rich.table import Table
 
-from ..checkpoints import load_pretrained
-from ..data import DataConfig, eval_transform, load_splits
-from ..data.datasets import open_image
-from ..data.packed import PackCollate
-from ..runtime import setup
-from ..train import RunDir, evaluate, predict
-from ..train.plots import plot_confusion
 from .app import app
-from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json
+from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json, print_table
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..data import DataConfig
 
 MAX_PATCHES_HELP = ("Size each image to at most this many patches, aspect ratio kept (SigLIP2's NaFlex rule; implies "
                     "--packing).")
@@ -28,6 +26,10 @@ def _load(checkpoint: Path, trust_pickle: bool, attention: str | None,
     budget, when given) and class names."""
     if max_patches is not None and max_patches <= 0:
         raise ValueError(f"--max-patches must be a positive integer, got {max_patches}")
+    from ..checkpoints import load_pretrained
+    from ..data import DataConfig
+    from ..train import RunDir
+
     model = load_pretrained(checkpoint, trust_pickle=trust_pickle, attention=attention)
     labels = RunDir(checkpoint).labels() or [str(i) for i in range(model.num_classes)]
     return model, DataConfig.of(model.config, max_patches), labels
@@ -56,6 +58,14 @@ def eval_command(
     packing = packing or max_patches is not None
     if max_tokens is not None and (max_tokens <= 0 or not packing):
         raise ValueError(f"--max-tokens needs --packing and a positive integer, got {max_tokens}")
+    import torch
+
+    from ..data import load_splits
+    from ..data.packed import PackCollate
+    from ..runtime import setup
+    from ..train import evaluate
+    from ..train.plots import plot_confusion
+
     model, data_config, labels = _load(checkpoint, trust_pickle, attention, max_patches)
     splits = load_splits(data, data_config, val_split=val_split, keep_aspect=packing)
     if len(splits.classes) != model.num_classes:
@@ -79,7 +89,7 @@ def eval_command(
     for name, count, recall in zip(labels, result.confusion.sum(dim=1).tolist(), result.per_class, strict=True):
         table.add_row(name, str(count), f"{100 * recall:.2f}%")
     out = console()
-    out.print(table)
+    print_table(table, out=out)
     out.print(f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  loss {result.loss:.4f}  "
               f"confusion matrix: {confusion}")
 
@@ -97,6 +107,12 @@ def predict_command(
     """The top-k labels of each image, with probabilities."""
     if top_k <= 0:
         raise ValueError(f"--top-k must be a positive integer, got {top_k}")
+    import torch
+
+    from ..data import eval_transform
+    from ..data.datasets import open_image
+    from ..train import predict
+
     model, data_config, labels = _load(checkpoint, trust_pickle, attention, max_patches)
     for path in images:
         if not path.is_file():
@@ -123,4 +139,4 @@ def predict_command(
     for result in results:
         for rank, top in enumerate(result["top"], 1):
             table.add_row(result["image"] if rank == 1 else "", str(rank), top["label"], f"{top['probability']:.4f}")
-    console().print(table)
+    print_table(table)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..checkpoints import load_model_dir
-from ..deploy import DEFAULT_OPSET, EXPORT_BACKENDS, export_onnx, export_program
+from ..choices import DEFAULT_OPSET, EXPORT_BACKENDS
 from .app import app
 from .convert import parse_size
 from .output import echo_json
@@ -56,6 +55,9 @@ def export_command(
         raise ValueError(f"--batch-size must be a positive integer, got {batch_size}")
     if not atol > 0:
         raise ValueError(f"--atol must be positive, got {atol}")
+    from ..checkpoints import load_model_dir
+    from ..deploy import export_onnx, export_program
+
     model = load_model_dir(checkpoint, argument="--checkpoint", img_size=parse_size(img_size))
     common = dict(dynamic_batch=dynamic_batch, batch_size=batch_size, attention=attention, atol=atol)
     if fmt == "onnx":

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..checkpoints.detect import FORMATS
-from ..checkpoints.tags import PRETRAINED, list_pretrained, tags_markdown
-from ..models.registry import ModelInfo, list_models, model_info
 from .app import app
-from .output import console, echo_json
+from .output import echo_json, print_table
+
+if TYPE_CHECKING:
+    from ..models.registry import ModelInfo
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -60,6 +61,8 @@ def models(
     if pretrained:
         _print_tags(pattern, as_json, markdown)
         return
+    from ..models.registry import list_models, model_info
+
     names = list_models(_glob(pattern))
     if not names:
         raise ValueError(f"no registered model matches {pattern!r}; run `vitkit models` to see them all")
@@ -67,10 +70,12 @@ def models(
     if as_json:
         echo_json([dataclasses.asdict(info) for info in infos])
     else:
-        console().print(_table(infos))
+        print_table(_table(infos))
 
 
 def _print_tags(pattern: str | None, as_json: bool, markdown: bool) -> None:
+    from ..checkpoints.tags import PRETRAINED, list_pretrained, tags_markdown
+
     names = list_pretrained(_glob(pattern))
     if not names:
         raise ValueError(f"no published weights match {pattern!r}; run `vitkit models --pretrained` to see them all")
@@ -90,10 +95,12 @@ def _print_tags(pattern: str | None, as_json: bool, markdown: bool) -> None:
     for tag in tags:
         table.add_row(Text(tag.name), Text(tag.repo), tag.layout, tag.license, str(tag.num_classes or "-"),
                       str(tag.img_size), f"{tag.crop_pct:g} {tag.interpolation}", tag.normalisation)
-    console().print(table)
+    print_table(table)
 
 
 def _print_formats(as_json: bool) -> None:
+    from ..checkpoints.detect import FORMATS
+
     rows = [{"name": f.name, "description": f.description} for f in FORMATS.values()]
     if as_json:
         echo_json(rows)
@@ -103,4 +110,4 @@ def _print_formats(as_json: bool) -> None:
     table.add_column("what writes it")
     for row in rows:
         table.add_row(Text(row["name"]), Text(row["description"]))
-    console().print(table)
+    print_table(table)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..train import RunSummary, TrainOptions, train
-from ..train.optim import GroupSummary
 from .app import app
-from .output import console
+from .output import console, print_table
+
+if TYPE_CHECKING:
+    from ..train import RunSummary
+    from ..train.optim import GroupSummary
 
 
 class RichReporter:
@@ -38,7 +41,7 @@ class RichReporter:
     def start(self, total_steps: int, done_steps: int, epochs: int, steps_per_epoch: int,
               groups: list[GroupSummary]) -> None:
         self.epochs = epochs
-        self.console.print(_groups_table(groups))
+        print_table(_groups_table(groups), out=self.console)
         self.progress.start()
         self.task = self.progress.add_task("train", total=total_steps, completed=done_steps,
                                            epoch=done_steps // max(steps_per_epoch, 1) + 1, epochs=epochs,
@@ -64,10 +67,10 @@ class RichReporter:
 def _groups_table(groups: list[GroupSummary]) -> Table:
     """The optimizer's parameter groups: what trains, at which share of the learning rate, with what decay."""
     table = Table(title="optimizer parameter groups")
-    for name in ("layer", "tensors", "parameters", "lr scale", "weight decay"):
-        table.add_column(name, justify="left" if name == "layer" else "right")
+    for name in ("group", "tensors", "parameters", "lr scale", "weight decay"):
+        table.add_column(name, justify="left" if name == "group" else "right")
     for g in groups:
-        table.add_row(g.layer, str(g.tensors), f"{g.params:,}", f"{g.lr_scale:.4g}", f"{g.weight_decay:g}")
+        table.add_row(g.name, str(g.tensors), f"{g.params:,}", f"{g.lr_scale:.4g}", f"{g.weight_decay:g}")
     return table
 
 
@@ -103,7 +106,8 @@ def train_command(
     data: str = typer.Option("digits", help="'digits' (bundled) or an image folder: train/ + val/, or classes."),
     val_split: float | None = typer.Option(None, help="Validation fraction for a folder without train/ and val/."),
     img_size: int | None = typer.Option(None, help="Input size (default: the model's)."),
-    epochs: int = typer.Option(30, help="Training epochs."),
+    epochs: int | None = typer.Option(None, help="Training epochs (default 30); with --resume, the run's new "
+                                                 "total (a finished run trains on to it)."),
     batch_size: int = typer.Option(64, help="Global batch size (split across processes and --grad-accum)."),
     lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
     layer_decay: float | None = typer.Option(None, help="Per-block lr scale: head 1.0, each block below x this."),
@@ -156,8 +160,11 @@ def train_command(
     resume: Path | None = typer.Option(None, help="Continue the run in this directory."),
 ) -> None:
     """Train a model; by default the digits ViT on scikit-learn's bundled 8x8 digits."""
+    from ..train import TrainOptions, train
+
     options = TrainOptions(
-        model=model, pretrained=pretrained, data=data, val_split=val_split, img_size=img_size, epochs=epochs,
+        model=model, pretrained=pretrained, data=data, val_split=val_split, img_size=img_size,
+        epochs=TrainOptions.epochs if epochs is None or resume is not None else epochs,
         batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
         label_smoothing=label_smoothing, drop_path=drop_path, precision=precision,
         grad_checkpointing=grad_checkpointing, attention=attention, compile=compile, grad_accum=grad_accum,
@@ -172,9 +179,16 @@ def train_command(
         freeze=tuple(freeze), linear_probe=linear_probe, overrides=tuple(settings), skip_unreadable=skip_unreadable,
     )
     is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 draws and prints
-    summary = train(options, resume=resume, reporter=RichReporter() if is_main else None)
+    summary = train(options, resume=resume, epochs=epochs if resume is not None else None,
+                    reporter=RichReporter() if is_main else None)
+    if summary.finished_before:
+        if is_main:
+            best = f", best val top-1 {100 * summary.best_top1:.2f}%" if summary.best_top1 >= 0 else ""
+            typer.echo(f"{summary.run_dir} has finished: {summary.epochs} of {summary.epochs} epochs trained{best}; "
+                       f"to train on, add --epochs N (more than {summary.epochs})")
+        return
     if is_main:
-        console().print(_summary(summary))
+        print_table(_summary(summary))
         for path in summary.skipped:
             console().print(f"skipped unreadable image: {path}", soft_wrap=True, markup=False, highlight=False)
     if summary.interrupted:

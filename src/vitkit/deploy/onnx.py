@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..choices import DEFAULT_OPSET
 from .parity import (
     DEFAULT_ATOL,
     ExportResult,
@@ -31,7 +32,6 @@ from .parity import (
     output_name,
 )
 
-DEFAULT_OPSET = 20  # GELU as one op; 23 also turns attention into ONNX `Attention`
 MIN_OPSET = 17  # below 18 the exporter converts down from 18 (LayerNormalization needs 17)
 INPUT_NAME = "images"
 

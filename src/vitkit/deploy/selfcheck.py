@@ -3,13 +3,21 @@ run in onnxruntime? Each one really runs, on a tiny input, and reports the reaso
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+# torch.utils.cpp_extension says this (through torch's logging) when first imported, by inductor or the exporter, on
+# a machine with a CUDA toolkit but no CUDA device; a CPU compile does not use CUDA_HOME, and doctor's device table
+# already reports that no CUDA device is visible.
+_CUDA_HOME_NOTICE = "No CUDA runtime is found, using CUDA_HOME="
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,21 @@ class LiveCheck:
     ok: bool
     detail: str
     seconds: float
+
+
+@contextlib.contextmanager
+def without_cuda_home_notice() -> Iterator[None]:
+    """Drop torch's 'No CUDA runtime is found, using CUDA_HOME=...' notice while the block runs; every other
+    message of that logger still shows."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_CUDA_HOME_NOTICE)
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _reason(err: BaseException) -> str:
@@ -38,7 +61,8 @@ def check_torch_compile(device: str | torch.device | None = None) -> LiveCheck:
 
     try:
         x = torch.randn(64, device=device)
-        got = torch.compile(fn)(x)
+        with without_cuda_home_notice():
+            got = torch.compile(fn)(x)
         if not torch.allclose(got, fn(x), atol=1e-5):
             raise ValueError("compiled result differs from eager")
     except Exception as err:  # any failure is the answer: no compiler, no triton, an inductor bug ...
@@ -57,7 +81,7 @@ def check_onnx_export() -> LiveCheck:
 
     try:
         model = VisionTransformer(img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2, num_classes=3)
-        with tempfile.TemporaryDirectory(prefix="vitkit-doctor-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="vitkit-doctor-") as tmp, without_cuda_home_notice():
             result = export_onnx(model, Path(tmp) / "tiny.onnx")
     except Exception as err:  # the exporter and onnxruntime raise many types; each one is the answer
         return LiveCheck("onnx export", False, f"fails: {_reason(err)}", time.perf_counter() - start)

@@ -27,13 +27,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..choices import EMBED_DTYPES
 from ..runtime import atomic_path, write_text
 
 CONFIG_NAME = "embed_config.json"
 INDEX_NAME = "index.csv"
 TENSOR = "embeddings"
 LENGTHS = "lengths"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+DTYPES = {name: getattr(torch, dtype) for name, dtype in EMBED_DTYPES.items()}
 # settings that fix the rows: a second run into the same directory must match them all
 KEY_FIELDS = ("model", "features", "transform", "rows", "names", "shard_rows", "dtype", "precision", "packing")
 

@@ -11,8 +11,6 @@ from .mlp import Mlp
 from .norm import create_norm
 
 POOL_TYPES = ("", "token", "avg", "max", "avgmax", "map")  # a model's `global_pool` ('': its head takes tokens)
-# What a feature row can be pooled by: the same, with 'none' (every token) for ''.
-FEATURE_POOLS = ("token", "avg", "max", "avgmax", "map", "none")
 
 
 def pool_tokens(x: torch.Tensor, pool_type: str, num_prefix_tokens: int) -> torch.Tensor:

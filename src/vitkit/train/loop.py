@@ -56,6 +56,7 @@ class RunSummary:
     interrupted: bool
     skipped: list[Path]  # unreadable files left out (--skip-unreadable)
     best_weights: str  # 'live' or 'ema': which weights model.safetensors holds
+    finished_before: bool = False  # a resumed run that had already trained all its epochs: nothing ran
 
 
 class _StopFlag:
@@ -84,12 +85,26 @@ def default_run_dir(options: TrainOptions) -> Path:
                           f"{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def train(options: TrainOptions, *, resume: str | Path | None = None, reporter: Reporter | None = None) -> RunSummary:
-    """Train as `options` say (or continue the run in `resume`); returns the summary."""
+def train(options: TrainOptions, *, resume: str | Path | None = None, epochs: int | None = None,
+          reporter: Reporter | None = None) -> RunSummary:
+    """Train as `options` say, or continue the run in `resume` with its own options (`epochs`: its new total, so a
+    finished run trains on, its schedule now an `epochs`-long one). Resuming a run that has trained all its epochs
+    runs nothing: the summary says `finished_before`."""
+    state = None
     if resume is not None:
         run = RunDir(resume)
         run.check_resumable()
         options = run.options()
+        state = run.load_state()
+        if epochs is not None:
+            if epochs < state["epoch"]:
+                raise ValueError(f"--epochs {epochs} is fewer than the {state['epoch']} epochs {run.path} has "
+                                 "already trained")
+            options = options.replace(epochs=epochs)
+        if state["epoch"] >= options.epochs:
+            return _finished(run, state)
+    elif epochs is not None:
+        raise ValueError("epochs= is for a resumed run; a new run takes TrainOptions(epochs=...)")
     else:
         run = RunDir(options.out or default_run_dir(options))
         run.check_new()
@@ -98,9 +113,15 @@ def train(options: TrainOptions, *, resume: str | Path | None = None, reporter: 
         if resume is not None and env.is_main:
             run.remove_partial_writes()
         try:
-            return _Trainer(options, run, env, reporter, resuming=resume is not None).fit()
+            return _Trainer(options, run, env, reporter, state).fit()
         finally:
             teardown()
+
+
+def _finished(run: RunDir, state: dict) -> RunSummary:
+    """The summary of a resumed run with no epoch left to train, from its saved state."""
+    return RunSummary(run.path, state["epoch"], state["step"], state["best_top1"], None, 0.0, 0.0, False, [],
+                      state.get("best_weights", "live"), finished_before=True)
 
 
 @contextlib.contextmanager
@@ -122,7 +143,8 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
 
 class _Trainer:
     def __init__(self, options: TrainOptions, run: RunDir, env: DistEnv, reporter: Reporter | None,
-                 resuming: bool) -> None:
+                 state: dict | None) -> None:
+        """`state`: the saved state of a run being resumed (None for a new run)."""
         self.options, self.run, self.env, self.reporter = options, run, env, reporter
         config = run_config(options)
         self.splits = load_splits(options.data, DataConfig.of(config), val_split=options.val_split, seed=options.seed,
@@ -170,8 +192,10 @@ class _Trainer:
         self.best_weights = "live"
         self.epoch, self.step_in_epoch, self.step = 0, 0, 0
         self.last: EvalResult | None = None
-        if resuming:
-            self._restore(run.load_state())
+        if state is not None:
+            self._restore(state)
+            if env.is_main:  # --epochs may have changed the run's total
+                run.write_options(options)
         elif env.is_main:
             run.start(options, self.splits.classes)
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
+import torch.distributed as dist
+
 from ..checkpoints import load_checkpoint, load_config
 from ..checkpoints.tags import fetch_pretrained, pretrained_tag
 from ..models import VisionTransformer, ViTConfig, build_model, get_config, parse_overrides
 from .optim import freeze
 from .options import TrainOptions
+
+logger = logging.getLogger("vitkit.train")
 
 
 def run_config(options: TrainOptions) -> ViTConfig:
@@ -34,12 +40,18 @@ def run_config(options: TrainOptions) -> ViTConfig:
 
 def build_for_run(options: TrainOptions, config: ViTConfig, num_classes: int) -> VisionTransformer:
     """A model with `num_classes` outputs, in training mode, on the run's attention kernel; with --pretrained its
-    weights are loaded (the position table resampled to the run's grid), except a head of another size."""
+    weights are loaded (the position table resampled to the run's grid), except a head of another size, which is
+    replaced (and logged: a wrong --data folder shows up as a class count the user did not expect)."""
     model = build_model(config.replace(num_classes=num_classes))
     if options.pretrained is not None:
         tag = pretrained_tag(options.pretrained)
         source, layout = (fetch_pretrained(tag), tag.layout) if tag else (options.pretrained, "auto")
-        other_head = (tag.num_classes if tag else load_config(options.pretrained).num_classes) != num_classes
+        old_classes = tag.num_classes if tag else load_config(options.pretrained).num_classes
+        other_head = old_classes != num_classes
+        if other_head and (not dist.is_initialized() or dist.get_rank() == 0):
+            logger.warning("--pretrained %s: %s; training a new %d-class head (the data has %d classes)",
+                           options.pretrained, f"replacing its {old_classes}-class head" if old_classes else
+                           "its weights have no classifier head (0 classes)", num_classes, num_classes)
         loaded = load_checkpoint(source, model=model, strict=False, skip="head" if other_head else (),
                                  source_format=layout)
         if loaded.report.missing:  # keys it has that the model lacks (another pooling, say) are left out

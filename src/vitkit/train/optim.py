@@ -30,11 +30,19 @@ def layer_id(name: str, depth: int) -> int:
 class GroupSummary:
     """One optimizer parameter group, for the table a run prints at its start."""
 
-    layer: str
+    layer: str  # 'stem', 'block K' or 'head' with layer decay; 'all' without (one rate for every layer)
+    decays: bool  # matrices decay; norms, biases, position tables and tokens do not
     tensors: int
     params: int
     lr_scale: float
     weight_decay: float
+
+    @property
+    def name(self) -> str:
+        """What the group holds: 'decay' / 'no decay', after the layer when layer decay splits them ('block 3,
+        decay')."""
+        kind = "decay" if self.decays else "no decay"
+        return kind if self.layer == "all" else f"{self.layer}, {kind}"
 
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
@@ -51,15 +59,17 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | Non
         decays = not (param.ndim <= 1 or name in skip)
         scale = layer_decay ** (depth + 1 - layer) if layer_decay is not None else 1.0
         group = groups.setdefault((layer, decays), {"params": [], "lr_scale": scale, "layer": layer,
-                                                    "weight_decay": weight_decay if decays else 0.0})
+                                                    "decays": decays, "weight_decay": weight_decay if decays else 0.0})
         group["params"].append(param)
     return [groups[key] for key in sorted(groups)]
 
 
-def summarize(groups: list[dict], depth: int) -> list[GroupSummary]:
+def summarize(groups: list[dict], depth: int, layer_decay: float | None = None) -> list[GroupSummary]:
+    """`param_groups`' groups as table rows; without `layer_decay` every group spans all layers."""
     names = {0: "stem"} | {k: f"block {k - 1}" for k in range(1, depth + 1)} | {depth + 1: "head"}
-    return [GroupSummary(names.get(g["layer"], str(g["layer"])), len(g["params"]),
-                         sum(p.numel() for p in g["params"]), g["lr_scale"], g["weight_decay"]) for g in groups]
+    return [GroupSummary(names.get(g["layer"], str(g["layer"])) if layer_decay is not None else "all", g["decays"],
+                         len(g["params"]), sum(p.numel() for p in g["params"]), g["lr_scale"], g["weight_decay"])
+            for g in groups]
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float):
@@ -89,7 +99,7 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, total_step
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total_steps, warmup_steps, min(1.0, min_lr / lr))
     )
-    return optimizer, schedule, summarize(groups, len(getattr(model, "blocks", ())))
+    return optimizer, schedule, summarize(groups, len(getattr(model, "blocks", ())), layer_decay)
 
 
 def freeze(model: nn.Module, patterns: list[str], *, linear_probe: bool = False) -> list[str]:

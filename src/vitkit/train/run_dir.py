@@ -57,8 +57,11 @@ class RunDir:
 
     def start(self, options: TrainOptions, classes: list[str]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        write_text(self.path / OPTIONS, options.to_json() + "\n")
+        self.write_options(options)
         write_text(self.path / LABELS, json.dumps(classes, indent=2) + "\n")
+
+    def write_options(self, options: TrainOptions) -> None:
+        write_text(self.path / OPTIONS, options.to_json() + "\n")
 
     def options(self) -> TrainOptions:
         return TrainOptions.from_file(self.path / OPTIONS)
