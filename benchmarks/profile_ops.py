@@ -2,9 +2,12 @@
 
     python benchmarks/profile_ops.py simple_vit_small_patch16_224 vit-pytorch --batch-size 8
     python benchmarks/profile_ops.py vit_small_patch16_224 timm --batch-size 16
+    python benchmarks/profile_ops.py vit_base_patch16_224 timm --batch-size 16 --precision bf16
 
 Prints a markdown table: each aten operator's share of self CPU time, per library, and its total milliseconds
-(median of the profiled steps). Used by BENCHMARKS.md to explain the targets a kernel choice cannot reach.
+(median of the profiled steps). `--precision` runs both at an inference precision (vitkit.runtime.INFERENCE_PRECISIONS:
+the weights cast or quantized, the batch cast, autocast around the steps). Used by BENCHMARKS.md to explain the
+targets a kernel choice cannot reach.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from vitkit.bench.candidates import PEERS, build_vitkit
 from vitkit.bench.runner import bench_config
+from vitkit.runtime import INFERENCE_PRECISIONS
 
 
 def op_times(model: torch.nn.Module, images: torch.Tensor, steps: int) -> dict[str, float]:
@@ -57,21 +61,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--precision", choices=sorted(INFERENCE_PRECISIONS), default="fp32")
     args = parser.parse_args()
+    precision = INFERENCE_PRECISIONS[args.precision]
 
     config = bench_config(args.model)
     cpu = torch.device("cpu")
     torch.manual_seed(0)
-    ours = build_vitkit(config, cpu, "auto", 0).model.eval()
-    theirs = PEERS[args.peer].build(config, cpu, 0).model.eval()
+    ours = precision.prepare(build_vitkit(config, cpu, "auto", 0).model.eval(), cpu)
+    theirs = precision.prepare(PEERS[args.peer].build(config, cpu, 0).model.eval(), cpu)
     images = torch.randn(args.batch_size, config.in_chans, *config.img_size, generator=torch.Generator().manual_seed(0))
+    images = images.to(precision.inputs)
     models = {"vitkit": ours, args.peer: theirs}
-    tables = {name: op_times(model, images, args.steps) for name, model in models.items()}
-    walls = {name: wall_and_faults(model, images, args.steps) for name, model in models.items()}
+    with precision.context(cpu):
+        tables = {name: op_times(model, images, args.steps) for name, model in models.items()}
+        walls = {name: wall_and_faults(model, images, args.steps) for name, model in models.items()}
     totals = {name: sum(times.values()) for name, times in tables.items()}
     ops = sorted(set().union(*tables.values()), key=lambda op: -max(t.get(op, 0.0) for t in tables.values()))
-    print(f"{args.model}, inference, batch {args.batch_size}, {torch.get_num_threads()} threads: self CPU time "
-          f"per operator (median of {args.steps} profiled steps)\n")
+    print(f"{args.model}, inference, {args.precision}, batch {args.batch_size}, {torch.get_num_threads()} threads: "
+          f"self CPU time per operator (median of {args.steps} profiled steps)\n")
     print("| operator | " + " | ".join(f"{name} ms | {name} %" for name in tables) + " |")
     print("|---|" + "---|---|" * len(tables))
     for op in ops[: args.top]:

@@ -308,7 +308,8 @@ def test_what_cannot_run_is_skipped_without_starting_a_process(tmp_path, monkeyp
     (("--mode", "fly"), "error: mode must be one of infer, train, both, got 'fly'"),
     (("--peers", "keras"), "error: unknown peer 'keras'; choose from: timm, vit-pytorch, vit-pytorch-flash, hf"),
     (("--attention", "warp"), "error: unknown attention backend 'warp'"),
-    (("--precision", "fp8"), "error: precision must be one of fp32, bf16, fp16, got 'fp8'"),
+    (("--precision", "fp8"), "error: --precision must be auto or one of fp32, bf16, fp16, bf16-autocast, "
+                              "fp16-autocast, int8, got 'fp8'"),
     (("--compile", "--warmup", "0"), "error: compile needs warmup >= 1"),
     (("--grad-checkpointing", "13"), "error: grad_checkpointing must be at most the model's depth (12)"),
     (("--model", "resnet50"), "error: unknown model 'resnet50'"),

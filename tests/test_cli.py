@@ -166,7 +166,10 @@ def test_doctor_json_structure():
     result = invoke("doctor", "--json", "--head-dim", "128", "--no-checks")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data) == {"versions", "devices", "attention"}
+    assert set(data) == {"versions", "devices", "precision", "attention"}
+    [cpu_precision] = [r for r in data["precision"] if r["device"] == "cpu"]
+    assert cpu_precision["auto"] in ("fp32", "bf16") and "bf16" in cpu_precision["reason"]
+    assert "gflops_per_s" not in cpu_precision  # measured with the live checks only
     assert data["versions"]["torch"] == torch.__version__
     assert {"python", "cuda_runtime", "flash_attn", "xformers"} <= set(data["versions"])
     assert data["devices"][0]["device"] == "cpu"

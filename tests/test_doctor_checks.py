@@ -39,6 +39,8 @@ def test_doctor_runs_both_checks_and_reports_versions():
     assert onnx["ok"] and "onnxruntime" in onnx["detail"], onnx  # the export packages are test dependencies
     compiled = data["checks"]["torch.compile"]
     assert compiled["detail"].startswith("works (inductor on" if compiled["ok"] else "fails on"), compiled
+    [cpu] = [item for item in data["precision"] if item["device"] == "cpu"]
+    assert set(cpu["gflops_per_s"]) == {"float32", "bfloat16"} and min(cpu["gflops_per_s"].values()) > 0, cpu
 
 
 def test_doctor_table_shows_the_checks(monkeypatch):
@@ -46,6 +48,8 @@ def test_doctor_table_shows_the_checks(monkeypatch):
                         lambda: selfcheck.LiveCheck("torch.compile", False, "fails on cpu: no compiler", 0.5))
     monkeypatch.setattr("vitkit.deploy.selfcheck.check_onnx_export",
                         lambda: selfcheck.LiveCheck("onnx export", True, "works (stub)", 1.25))
+    monkeypatch.setattr("vitkit.bench.ceiling.matrix_rates", lambda device: {"float32": 98.5, "bfloat16": 1753.0})
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"cpu_name": "Test Xeon", "amx_bf16": True})
     result = invoke("doctor")
     assert result.exit_code == 0, result.output
     lines = [line.strip() for line in result.stdout.splitlines()]
@@ -53,6 +57,9 @@ def test_doctor_table_shows_the_checks(monkeypatch):
     assert lines[start + 1].split() == ["torch.compile", "no:", "fails", "on", "cpu:", "no", "compiler", "(0.5", "s)"]
     assert lines[start + 2].split() == ["onnx", "export", "yes:", "works", "(stub)", "(1.2", "s)"]
     assert "onnxruntime" in result.stdout and "onnxscript" in result.stdout  # versions
+    precision = " ".join(result.stdout.split("precision (--precision auto)")[1].split("\n\n")[0].split())
+    assert precision.startswith("cpu bf16 (Test Xeon has amx_bf16); matrix products at ViT-B/16's block shapes: "
+                                "float32 98 GFLOP/s, bfloat16 1,753 GFLOP/s"), precision
 
 
 def test_no_checks_leaves_them_out():

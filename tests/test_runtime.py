@@ -71,7 +71,7 @@ def test_runtime_imports_nothing_of_vitkit() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert modules == ["distributed", "files", "precision", "workers"]
+    assert modules == ["distributed", "files", "inference", "precision", "workers"]
     assert done.stdout.strip() == "[]"
 
 
@@ -82,20 +82,24 @@ def test_checkpoints_atomic_path_is_the_runtime_one() -> None:
 def test_auto_precision_is_bf16_only_where_the_device_multiplies_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from vitkit.runtime import native_bf16, resolve_precision
+    from vitkit.runtime import inference_precision, native_bf16
+
+    def resolve(name: str, device: torch.device) -> tuple[str, str]:
+        chosen, why = inference_precision(name, device)
+        return chosen.name, why
 
     cpu = torch.device("cpu")
     flags = {"cpu_name": "Test CPU", "amx_bf16": False, "avx512_bf16": False}
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: dict(flags))
-    assert resolve_precision("auto", cpu) == ("fp32", "Test CPU has neither amx_bf16 nor avx512_bf16: bf16 would "
-                                                      "run emulated, slower than fp32")
+    assert resolve("auto", cpu) == ("fp32", "auto: Test CPU has neither amx_bf16 nor avx512_bf16: bf16 would run "
+                                            "emulated, slower than fp32")
     flags["amx_bf16"] = True
-    assert resolve_precision("auto", cpu) == ("bf16", "Test CPU has amx_bf16")
+    assert resolve("auto", cpu) == ("bf16", "auto: Test CPU has amx_bf16")
     flags.update(amx_bf16=False, avx512_bf16=True)
     assert native_bf16(cpu) == (True, "Test CPU has avx512_bf16")
-    assert resolve_precision("fp16", cpu) == ("fp16", "as asked")
+    assert resolve("fp16", cpu) == ("fp16", "as asked")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    assert resolve_precision("auto", torch.device("cuda")) == (
-        "fp32", "CUDA compute capability 7.5 has no bf16 tensor cores (8.0+)")
-    with pytest.raises(ValueError, match="precision must be one of"):
-        resolve_precision("int4", cpu)
+    assert resolve("auto", torch.device("cuda")) == (
+        "fp32", "auto: CUDA compute capability 7.5 has no bf16 tensor cores (8.0+)")
+    with pytest.raises(ValueError, match="--precision must be auto or one of fp32, bf16"):
+        resolve("int4", cpu)

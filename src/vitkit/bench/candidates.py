@@ -24,6 +24,7 @@ from ..checkpoints.eva import timm_eva_args, to_timm_eva
 from ..checkpoints.export import hf_siglip_config, hf_vit_config, timm_layers, timm_model_args
 from ..models import build_model
 from ..models.config import ViTConfig
+from ..runtime import INFERENCE_PRECISIONS, precision_dtype
 from .flops import model_shape
 
 
@@ -79,6 +80,12 @@ def _whole_checkpointing(model_blocks: int, n: int, library: str) -> bool:
 
 
 # -- vitkit ---------------------------------------------------------------------------------------
+
+
+def compute_dtype(precision: str, mode: str) -> torch.dtype:
+    """What `mode`'s matrix products run in at the inference precision `precision` (training: its autocast one)."""
+    chosen = INFERENCE_PRECISIONS[precision]
+    return chosen.compute if mode == "infer" else precision_dtype(chosen.training)
 
 
 def vitkit_attention(config: ViTConfig, attention: str, device: torch.device, dtype: torch.dtype,

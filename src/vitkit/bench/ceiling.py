@@ -57,3 +57,15 @@ def measure_ceiling(gemms: list[Gemm], device: torch.device, dtype: torch.dtype,
                     reps: int = 5) -> Ceiling:
     """Time each product (same device, dtype and threads as the candidates) and combine them."""
     return Ceiling(tuple(time_gemm(g, device, dtype, warmup, reps) for g in gemms))
+
+
+def matrix_rates(device: torch.device, model: str = "vit_base_patch16_224", batch_size: int = 4,
+                 dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16)) -> dict[str, float]:
+    """GFLOP/s at which `device` multiplies matrices of `model`'s block shapes (inference, `batch_size` images) in
+    each of `dtypes`: what `vitkit doctor` shows, and what 'auto' precision bets on."""
+    from ..models import get_config
+    from .flops import block_gemms
+
+    gemms = block_gemms(get_config(model), batch_size)
+    return {str(dtype).removeprefix("torch."): measure_ceiling(gemms, device, dtype, reps=3).gflops_per_s
+            for dtype in dtypes}

@@ -24,8 +24,8 @@ import torch
 from ..attention import BACKENDS, canonical_name
 from ..models import get_config
 from ..models.config import ViTConfig
-from ..runtime import precision_dtype
-from .candidates import PEERS, Unsupported, vitkit_attention
+from ..runtime import inference_precision
+from .candidates import PEERS, Unsupported, compute_dtype, vitkit_attention
 from .flops import analytic_flops
 from .machine import machine_info
 from .measure import resolve_device, summarize, torch_threads
@@ -78,9 +78,9 @@ class ModelBenchSettings(BenchSettings):
     rounds: int = 1
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.mode not in MODE_CHOICES:
             raise ValueError(f"mode must be one of {', '.join(MODE_CHOICES)}, got {self.mode!r}")
+        super().__post_init__()
         check_ints(self, {"batch_size": 1, "rounds": 1, "grad_checkpointing": 0})
         if self.img_size is not None and (not isinstance(self.img_size, int) or self.img_size < 1):
             raise ValueError(f"img_size must be a positive integer, got {self.img_size!r}")
@@ -92,6 +92,14 @@ class ModelBenchSettings(BenchSettings):
         if self.grad_checkpointing > depth:
             raise ValueError(f"grad_checkpointing must be at most the model's depth ({depth}), "
                              f"got {self.grad_checkpointing}")
+
+    def check_precision(self) -> None:
+        """Inference's precisions (INFERENCE_PRECISIONS, 'auto' resolved here for the device); training runs each
+        as its nearest autocast precision, and has none for int8."""
+        chosen, _ = inference_precision(self.precision, resolve_device(self.device))
+        object.__setattr__(self, "precision", chosen.name)
+        if "train" in MODE_CHOICES[self.mode] and chosen.training is None:
+            raise ValueError(f"precision {chosen.name} is for inference; benchmark it with --mode infer")
 
     @property
     def config(self) -> ViTConfig:
@@ -208,7 +216,7 @@ def _skips(spec: CandidateSpec, settings: ModelBenchSettings, device: torch.devi
     skips = {}
     for mode in spec.modes:
         try:
-            vitkit_attention(config, spec.attention, device, precision_dtype(spec.precision), mode == "train")
+            vitkit_attention(config, spec.attention, device, compute_dtype(spec.precision, mode), mode == "train")
         except Unsupported as err:
             skips[mode] = str(err)
     return skips

@@ -36,6 +36,10 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         check_ints(self, {"steps": 1, "warmup": 0, "threads": 1})
+        self.check_precision()
+
+    def check_precision(self) -> None:
+        """ValueError unless `precision` is one this benchmark runs: training's names (autocast) by default."""
         precision_dtype(self.precision)
 
     def record(self, device: torch.device) -> dict[str, Any]:

@@ -7,6 +7,7 @@ infer, then train, so the process's peak memory read after each is that mode's (
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -20,8 +21,8 @@ from torch import nn
 
 from ..attention import BackendUnavailableError
 from ..models import ViTConfig, config_from_dict
-from ..runtime import autocast, precision_dtype
-from .candidates import PEERS, Built, Unsupported, build_vitkit, image_shape, vitkit_attention
+from ..runtime import INFERENCE_PRECISIONS, autocast
+from .candidates import PEERS, Built, Unsupported, build_vitkit, compute_dtype, image_shape, vitkit_attention
 from .ceiling import measure_ceiling
 from .flops import block_gemms, counted_flops, flop_counter
 from .measure import (
@@ -52,8 +53,12 @@ def _loss(output: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch
 
 
 def _infer_step(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str) -> Callable[[], None]:
+    """One forward at the inference precision `precision` (the model already prepared for it)."""
+    chosen = INFERENCE_PRECISIONS[precision]
+    images = images.to(chosen.inputs)
+
     def step() -> None:
-        with torch.inference_mode(), autocast(device, precision):
+        with torch.inference_mode(), chosen.context(device):
             model(images)
 
     return step
@@ -61,8 +66,10 @@ def _infer_step(model: nn.Module, images: torch.Tensor, device: torch.device, pr
 
 def _train_step(model: nn.Module, params: list[nn.Parameter], batch: tuple[torch.Tensor, ...], num_classes: int,
                 device: torch.device, precision: str) -> tuple[Callable[[], None], torch.optim.Optimizer]:
-    """Forward, backward and an AdamW step (loss-scaled for fp16 on CUDA, as mixed-precision training is)."""
+    """Forward, backward and an AdamW step (loss-scaled for fp16 on CUDA, as mixed-precision training is), under
+    the autocast precision training has for the inference precision `precision`."""
     images, labels = batch
+    precision = INFERENCE_PRECISIONS[precision].training
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
 
@@ -96,8 +103,19 @@ def _tensor_peak_mb(step: Callable[[], None], model: nn.Module, optimizer: torch
 
 def _attention_note(spec: CandidateSpec, config: ViTConfig, device: torch.device, train: bool) -> str:
     """Which kernel `auto` runs; raises Unsupported when a named backend cannot run this mode here."""
-    kernel = vitkit_attention(config, spec.attention, device, precision_dtype(spec.precision), train)
+    kernel = vitkit_attention(config, spec.attention, device, compute_dtype(spec.precision, "train" if train else
+                                                                            "infer"), train)
     return f"attention auto -> {kernel}" if spec.attention == "auto" else ""
+
+
+def _freezing(enabled: bool) -> contextlib.AbstractContextManager:
+    """Inductor's freezing for compiled inference: the weights become constants of the graph, folded and (on CPU)
+    prepacked once for oneDNN instead of reordered on every call."""
+    if not enabled:
+        return contextlib.nullcontext()
+    import torch._inductor.config
+
+    return torch._inductor.config.patch(freezing=True)
 
 
 def _measure(spec: CandidateSpec, built: Built, config: ViTConfig, mode: str, device: torch.device,
@@ -112,6 +130,8 @@ def _measure(spec: CandidateSpec, built: Built, config: ViTConfig, mode: str, de
         notes = "; ".join(filter(None, [notes, f"FLOPs not countable ({type(err).__name__})"]))
     model.zero_grad(set_to_none=True)
     model.train(train)
+    if not train:  # the weights as the precision keeps them: a cast copy when training runs next on these
+        model = INFERENCE_PRECISIONS[spec.precision].prepare(model, device, inplace=mode == spec.modes[-1])
     runner = torch.compile(model) if spec.compile else model
     if train:
         params = [p for p in model.parameters() if p.requires_grad]
@@ -119,7 +139,8 @@ def _measure(spec: CandidateSpec, built: Built, config: ViTConfig, mode: str, de
     else:
         step, optimizer = _infer_step(runner, batch[0], device, spec.precision), None
     reset_peak_memory(device)
-    seconds = time_steps(step, device, spec.warmup, spec.steps)
+    with _freezing(spec.compile and not train):
+        seconds = time_steps(step, device, spec.warmup, spec.steps)
     peak = peak_memory_mb(device)
     # One more step, counting tensors (slower, so untimed); compiled graphs cannot run under the counter.
     tensors = None if spec.compile else _tensor_peak_mb(step, model, optimizer, batch, device)
@@ -127,7 +148,7 @@ def _measure(spec: CandidateSpec, built: Built, config: ViTConfig, mode: str, de
         notes = "; ".join(filter(None, [notes, "tensor memory not measured (compiled graph or untraceable kernel)"]))
     # The ceiling right here, right now: same process, threads and machine load as the steps just timed.
     gemms = block_gemms(config, spec.batch_size, train)
-    ceiling = measure_ceiling(gemms, device, precision_dtype(spec.precision), reps=spec.steps)
+    ceiling = measure_ceiling(gemms, device, compute_dtype(spec.precision, mode), reps=spec.steps)
     return {"status": "ok", "notes": notes, "step_s": seconds, "peak_mem_mb": peak, "tensor_mem_mb": tensors,
             "flops_counted": flops, "ceiling_gflops_per_s": ceiling.gflops_per_s}
 

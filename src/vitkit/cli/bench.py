@@ -36,7 +36,10 @@ def _options(steps: tuple[int, str], warmup: tuple[int, str]) -> list[inspect.Pa
     return [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
         for name, annotation, option in [
-            ("precision", str, typer.Option("fp32", "--precision", help="fp32, or bf16 / fp16 under autocast.")),
+            ("precision", str, typer.Option("fp32", "--precision", help=(
+                "The model benchmark: auto, fp32, bf16 / fp16 (weights in it), bf16-autocast / fp16-autocast or int8 "
+                "(CPU); its train mode runs the nearest autocast one. The others: fp32, or bf16 / fp16 under "
+                "autocast."))),
             ("steps", int, typer.Option(steps[0], "--steps", help=steps[1])),
             ("warmup", int, typer.Option(warmup[0], "--warmup", help=warmup[1])),
             ("device", str, typer.Option("auto", "--device", help="auto (CUDA when visible), cpu, cuda or cuda:N.")),

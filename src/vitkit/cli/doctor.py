@@ -109,6 +109,34 @@ def attention_reports(device_names: list[str], head_dim: int) -> list[dict[str, 
     return reports
 
 
+def precision_reports(device_names: list[str], rates: bool) -> list[dict[str, Any]]:
+    """Per device: what `--precision auto` picks and why, and (with `rates`, a few seconds each) the GFLOP/s of
+    fp32 and bf16 products at ViT-B/16's block shapes, batch 4."""
+    import torch
+
+    from ..runtime import inference_precision
+
+    reports = []
+    for name in device_names:
+        device = torch.device(name)
+        chosen, why = inference_precision("auto", device)
+        item: dict[str, Any] = {"device": name, "auto": chosen.name, "reason": why.removeprefix("auto: ")}
+        if rates:
+            from ..bench.ceiling import matrix_rates
+
+            item["gflops_per_s"] = {dtype: round(rate, 1) for dtype, rate in matrix_rates(device).items()}
+        reports.append(item)
+    return reports
+
+
+def _describe_precision(item: dict[str, Any]) -> str:
+    rates = item.get("gflops_per_s")
+    measured = "" if rates is None else (
+        "; matrix products at ViT-B/16's block shapes: "
+        + ", ".join(f"{dtype} {rate:,.0f} GFLOP/s" for dtype, rate in rates.items()))
+    return f"{item['auto']} ({item['reason']}){measured}"
+
+
 def _describe_device(dev: dict[str, Any]) -> str:
     if dev["compute_capability"] is None:
         return f"{dev['name']}, {dev['threads']} torch threads"
@@ -159,6 +187,7 @@ def doctor(
     report = {
         "versions": versions(),
         "devices": found,
+        "precision": precision_reports([dev["device"] for dev in found], rates=checks),
         "attention": attention_reports([dev["device"] for dev in found], head_dim),
     }
     if checks:
@@ -176,6 +205,9 @@ def doctor(
     if len(found) == 1 and report["versions"]["cuda_runtime"] is not None:
         facts["cuda"] = "no device visible (torch.cuda.is_available() is False)"
     out.print(_facts_table("devices", facts))
+    out.print()
+    out.print(_facts_table("precision (--precision auto)", {item["device"]: _describe_precision(item)
+                                                            for item in report["precision"]}))
     if checks:
         out.print()
         out.print(_facts_table("checks", {name: f"{'yes' if item['ok'] else 'no'}: {item['detail']} "

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..choices import EMBED_DTYPES, FEATURE_POOLS
 from .app import app
-from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json, print_table
+from .output import ATTENTION_HELP, PRECISION_HELP, TRUST_PICKLE_HELP, console, echo_json, precision_line, print_table
 
 if TYPE_CHECKING:
     import torch
@@ -80,7 +80,8 @@ def embed_command(
     norm: bool = typer.Option(True, "--norm/--no-norm", help="Apply the final norm (and fc_norm after pooling)."),
     l2: bool = typer.Option(False, "--l2", help="Scale each row to unit length."),
     batch_size: int = typer.Option(64, help="Images per forward pass."),
-    precision: str = typer.Option("fp32", help="Compute precision: fp32 | bf16 | fp16."),
+    precision: str = typer.Option("fp32", "--precision", help="Default fp32: the same rows on every machine. "
+                                                              + PRECISION_HELP),
     dtype: str = typer.Option("fp32", help=f"Stored rows: {' | '.join(EMBED_DTYPES)}."),
     img_size: int | None = typer.Option(None, help="Run the model at this size (position table resampled)."),
     packing: bool = typer.Option(False, "--packing", help="Keep each image's aspect ratio and pack batches."),
@@ -99,17 +100,20 @@ def embed_command(
     if workers != "auto" and not workers.isdigit():
         raise ValueError(f"--workers must be 'auto' or an integer >= 0, got {workers!r}")
     from ..embeddings import embed
-    from ..runtime import loader_workers, setup, teardown
+    from ..runtime import inference_precision, loader_workers, setup, teardown
 
     env = setup(device)
     try:
+        chosen, why = inference_precision(precision, env.device)
+        if env.is_main:
+            precision_line(chosen.name, why)
         tower, name = _model(checkpoint, model, pretrained, img_size, trust_pickle, attention)
         tower.to(env.device)
         loaders = loader_workers(workers, data or "files")
         bar = _Bar(env.is_main)
         with bar.progress:
             done = embed(tower, data if data is not None else files, pool=pool, layer=layer, norm=norm, l2=l2,
-                         batch_size=batch_size, precision=precision, packing=packing, max_tokens=max_tokens,
+                         batch_size=batch_size, precision=chosen.name, packing=packing, max_tokens=max_tokens,
                          max_patches=max_patches, workers=loaders, split=split, out=out, dtype=dtype,
                          shard_rows=shard_rows, rank=env.rank, world=env.world, source=name, progress=bar)
     finally:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from .app import app
-from .output import ATTENTION_HELP, TRUST_PICKLE_HELP, console, echo_json, print_table
+from .output import ATTENTION_HELP, PRECISION_HELP, TRUST_PICKLE_HELP, console, echo_json, precision_line, print_table
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +51,7 @@ def eval_command(
     max_tokens: int | None = typer.Option(None, help="With --packing: tokens per sequence (default: 4 full images)."),
     max_patches: int | None = typer.Option(None, help=MAX_PATCHES_HELP),
     attention: str | None = typer.Option(None, "--attention", help=ATTENTION_HELP, show_default=False),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Top-1 / top-5 accuracy, a per-class table and a confusion-matrix PNG."""
     if batch_size <= 0:
@@ -62,11 +63,14 @@ def eval_command(
 
     from ..data import load_splits
     from ..data.packed import PackCollate
-    from ..runtime import setup
+    from ..runtime import prepare_inference, setup
     from ..train import evaluate
     from ..train.plots import plot_confusion
 
     model, data_config, labels = _load(checkpoint, trust_pickle, attention, max_patches)
+    env = setup("cpu")
+    model, chosen, why = prepare_inference(model, precision, env.device)
+    precision_line(chosen.name, why, err=as_json)
     splits = load_splits(data, data_config, val_split=val_split, keep_aspect=packing)
     if len(splits.classes) != model.num_classes:
         raise ValueError(f"{data} has {len(splits.classes)} classes, the model {model.num_classes}")
@@ -75,11 +79,12 @@ def eval_command(
         tokens = max_tokens or data_config.max_tokens(model.num_prefix_tokens)
         collate = PackCollate.for_model(model, tokens)
     loader = torch.utils.data.DataLoader(splits.val, batch_size=batch_size, collate_fn=collate)
-    result = evaluate(model, loader, model.num_classes, setup("cpu"))
+    result = evaluate(model, loader, model.num_classes, env, chosen.context(env.device), chosen.inputs)
     confusion = confusion or checkpoint / "confusion.png"
     plot_confusion(result.confusion, labels, confusion)
     if as_json:
         echo_json({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
+                   "precision": chosen.name,
                    "per_class": dict(zip(labels, result.per_class, strict=True)), "confusion_png": str(confusion)})
         return
     table = Table(title=f"{checkpoint} on {data} ({result.count} images)")
@@ -103,6 +108,7 @@ def predict_command(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
     max_patches: int | None = typer.Option(None, help=MAX_PATCHES_HELP),
     attention: str | None = typer.Option(None, "--attention", help=ATTENTION_HELP, show_default=False),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """The top-k labels of each image, with probabilities."""
     if top_k <= 0:
@@ -111,9 +117,13 @@ def predict_command(
 
     from ..data import eval_transform
     from ..data.datasets import open_image
+    from ..runtime import prepare_inference
     from ..train import predict
 
     model, data_config, labels = _load(checkpoint, trust_pickle, attention, max_patches)
+    cpu = torch.device("cpu")
+    model, chosen, why = prepare_inference(model, precision, cpu)
+    precision_line(chosen.name, why, err=as_json)
     for path in images:
         if not path.is_file():
             raise FileNotFoundError(f"image not found: {path}")
@@ -122,7 +132,8 @@ def predict_command(
     pictures = [prepare(open_image(path, data_config.in_chans)) for path in images]
     batch = model.pack(pictures, data_config.max_tokens(model.num_prefix_tokens)) if max_patches is not None else (
         torch.stack(pictures))
-    probs, indices = predict(model, batch, top_k)
+    with chosen.context(cpu):
+        probs, indices = predict(model, batch.to(cpu, chosen.inputs), top_k)
     results = [
         {"image": str(path), "top": [{"label": labels[i], "probability": p} for p, i in
                                      zip(prob.tolist(), index.tolist(), strict=True)]}

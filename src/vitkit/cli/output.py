@@ -16,6 +16,9 @@ from rich.text import Text
 ATTENTION_HELP = ("Attention kernel: auto (the fastest that can run here) or a backend `vitkit doctor` lists (math, "
                   "sdpa, flash, xformers, flex, sdpa:<kernel>). Default: auto, or the kernel an older config.json "
                   "names where it can run here.")
+PRECISION_HELP = ("auto (bf16 where the machine multiplies bf16 natively: AMX / AVX512-BF16, CUDA 8.0+; else fp32), "
+                  "fp32 (exact), bf16 / fp16 (weights and activations), bf16-autocast / fp16-autocast, or int8 "
+                  "(linear layers, CPU).")
 TRUST_PICKLE_HELP = ("Also load .pt/.pth/.bin pickles that need more than tensors; unpickling runs code from the "
                      "file, so only for files you trust.")
 
@@ -93,3 +96,8 @@ def _print_plain(out: Console, table: Table) -> None:
     lines += [plain(table.caption)] if table.caption else []
     for line in lines:
         out.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def precision_line(name: str, why: str, *, err: bool = False) -> None:
+    """The first line of an inference command: the precision it runs at and why (on stderr under --json)."""
+    typer.echo(f"precision {name} ({why})", err=err)

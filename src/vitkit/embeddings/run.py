@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..data import DataConfig
 from ..data.packed import PackCollate
-from ..runtime import autocast, precision_dtype
+from ..runtime import InferencePrecision, inference_precision
 from .features import FeatureSpec, features
 from .sources import Source, open_source, tensor_source
 from .store import (
@@ -52,16 +52,16 @@ class _Collate:
         return [(idx, torch.stack([samples[i][0] for i in idx])) for idx in groups.values()]
 
 
-def _rows_of(model: nn.Module, parts: list, spec: FeatureSpec, device: torch.device, precision: str,
-             count: int) -> torch.Tensor | list[torch.Tensor]:
+def _rows_of(model: nn.Module, parts: list, spec: FeatureSpec, device: torch.device,
+             precision: InferencePrecision, count: int) -> torch.Tensor | list[torch.Tensor]:
     """One collated batch -> its rows in sample order (a list of token tensors for packed pool 'none')."""
-    with autocast(device, precision):
+    with precision.context(device):
         if not isinstance(parts[0], tuple):  # packed: one PackedBatch, rows already in image order
-            out = features(model, parts[0].to(device), spec)
+            out = features(model, parts[0].to(device, precision.inputs), spec)
             return [t.float() for t in out] if isinstance(out, list) else out.float()
         rows: list = [None] * count
         for idx, images in parts:
-            for i, row in zip(idx, features(model, images.to(device), spec).float(), strict=True):
+            for i, row in zip(idx, features(model, images.to(device, precision.inputs), spec).float(), strict=True):
                 rows[i] = row
     return torch.stack(rows) if len({row.shape for row in rows}) == 1 else rows  # pool 'none', mixed sizes
 
@@ -71,13 +71,12 @@ def _batches(layout: Layout, shards: Sequence[int], batch_size: int) -> list[lis
             for i in range(0, len(span), batch_size)]
 
 
-def _settings_check(batch_size: int, workers: int, shard_rows: int, dtype: str, precision: str) -> None:
+def _settings_check(batch_size: int, workers: int, shard_rows: int, dtype: str) -> None:
     for name, value, least in (("batch_size", batch_size, 1), ("workers", workers, 0), ("shard_rows", shard_rows, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    precision_dtype(precision)
 
 
 def embed(
@@ -116,8 +115,11 @@ def embed(
     returns its path: a second call into the same `out` skips the shards already there. `rank`/`world` split the
     shards between processes (rank 0 writes the config and index); `source` names the model in the config;
     `progress(rows, total)` is called after each batch with its rows and the rows this call will embed.
+    `precision` (see `vitkit.runtime.INFERENCE_PRECISIONS`): 'fp32' by default, so rows are the same on every
+    machine; 'auto' takes bf16 where the device multiplies it natively. The model is run at it as a converted copy
+    (the caller's is not changed), and an embeddings directory records the precision it resolved to.
     """
-    _settings_check(batch_size, workers, shard_rows, dtype, precision)
+    _settings_check(batch_size, workers, shard_rows, dtype)
     spec = FeatureSpec.of(model, pool=pool, layer=layer, norm=norm, l2=l2)
     data_config = DataConfig.of(model.config, max_patches)
     packing = packing or max_patches is not None or data_config.max_pixels is not None
@@ -126,6 +128,7 @@ def embed(
     src: Source = tensor_source(images) if prepared else open_source(images, data_config, split=split,
                                                                         packing=packing)
     device = next(model.parameters()).device
+    chosen, _ = inference_precision(precision, device)
     if packing:
         max_tokens = max_tokens or data_config.max_tokens(model.num_prefix_tokens)
     elif max_tokens is not None:
@@ -152,7 +155,7 @@ def embed(
             "transform": "prepared tensors" if prepared else dataclasses.asdict(data_config),
             "packing": {"max_tokens": max_tokens} if packing else None,
             "data": src.description, "rows": layout.rows, "names": names_digest(src.names),
-            "shard_rows": layout.shard_rows, "dtype": dtype, "precision": precision, "classes": src.classes,
+            "shard_rows": layout.shard_rows, "dtype": dtype, "precision": chosen.name, "classes": src.classes,
         }
         key = run_key(config)
         _each_rank(rank, world, lambda: check_or_write_config(out, config))
@@ -162,13 +165,14 @@ def embed(
         pending = [k for k in range(layout.num_shards) if k % world == rank and k not in done]
     loader = DataLoader(src.dataset, batch_sampler=_batches(layout, pending, batch_size), collate_fn=collate,
                         num_workers=workers, pin_memory=device.type == "cuda")
-    was_training = model.training
-    model.eval()
+    runner = chosen.prepare(model, device, inplace=False)  # the caller's model as it was, whatever the precision
+    was_training = runner.training
+    runner.eval()
     try:
         with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as writer:
-            rows = _run(model, loader, spec, device, precision, layout, pending, out, key, dtype, writer, progress)
+            rows = _run(runner, loader, spec, device, chosen, layout, pending, out, key, dtype, writer, progress)
     finally:
-        model.train(was_training)
+        runner.train(was_training)
     if out is not None:
         return out
     if rows and all(isinstance(r, torch.Tensor) for r in rows) and len({r.shape[1:] for r in rows}) == 1:
@@ -189,7 +193,7 @@ def _each_rank(rank: int, world: int, step: Callable[[], None]) -> None:
         step()
 
 
-def _run(model: nn.Module, loader: DataLoader, spec: FeatureSpec, device: torch.device, precision: str,
+def _run(model: nn.Module, loader: DataLoader, spec: FeatureSpec, device: torch.device, precision: InferencePrecision,
          layout: Layout, pending: list[int], out: Path | None, key: str | None, dtype: str,
          writer: ThreadPoolExecutor, progress: Callable[[int, int], None] | None) -> list:
     """Batches through the model; with `out`, each finished shard goes to the writer thread."""

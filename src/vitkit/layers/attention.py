@@ -107,6 +107,14 @@ class EfficientAttention(StandaloneChoice, nn.Module):
             q, k = rope.rotate(q), rope.rotate(k)
         return q, k, v
 
+    def fold_for_inference(self) -> None:
+        """Apply the key-bias mask to qkv.bias once, so that `qkv` runs as a plain module call (which a quantized or
+        compiled linear layer can replace); the layer no longer keeps the key bias at zero while training."""
+        if self.bias_mask is not None:
+            with torch.no_grad():
+                self.qkv.bias.mul_(self.bias_mask)
+            self.bias_mask = None
+
     def drop_zero_qkv_bias(self, state_dict: dict[str, torch.Tensor], prefix: str) -> str | None:
         """Remove `{prefix}qkv.bias` from `state_dict` when this layer has no qkv bias and that bias is all zero;
         return the key removed. Seed 000 builds the bias whatever its `qkv_bias` says and initialises it to zero,

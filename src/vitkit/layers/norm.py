@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import functools
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
+
+class RMSNorm(nn.RMSNorm):
+    """`nn.RMSNorm` whose scale follows the input's dtype: under autocast (bf16 tokens, fp32 weights) it still runs
+    torch's fused kernel, which keeps the statistics in fp32, rather than a slower unfused fallback."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.to(x.dtype)
+        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
+
+
+NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": RMSNorm}
 
 
 def norm_name(norm: object) -> tuple[str, float | None]:
@@ -19,7 +31,7 @@ def norm_name(norm: object) -> tuple[str, float | None]:
     if isinstance(norm, functools.partial):
         eps, norm = norm.keywords.get("eps"), norm.func
     for name, layer in NORMS.items():
-        if norm is layer:
+        if norm in layer.__mro__[:2] and norm is not nn.Module:  # the class, or the torch class it refines
             # The bare torch classes default to eps=1e-5, not vitkit's 1e-6: keep what was asked for.
             return name, 1e-5 if eps is None else eps
     raise ValueError(f"norm_layer {norm!r} is not one vitkit can name; pass one of: {', '.join(NORMS)}")

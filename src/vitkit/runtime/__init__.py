@@ -3,19 +3,23 @@ shares. It imports no other vitkit room, so any room may import it."""
 
 from .distributed import DistEnv, all_sum, setup, teardown
 from .files import atomic_path, write_text
-from .precision import PRECISIONS, autocast, native_bf16, precision_dtype, resolve_precision
+from .inference import INFERENCE_PRECISIONS, InferencePrecision, inference_precision, prepare_inference
+from .precision import PRECISIONS, autocast, native_bf16, precision_dtype
 from .workers import loader_workers
 
 __all__ = [
+    "INFERENCE_PRECISIONS",
     "PRECISIONS",
     "DistEnv",
+    "InferencePrecision",
     "all_sum",
     "atomic_path",
     "autocast",
+    "inference_precision",
     "loader_workers",
     "native_bf16",
     "precision_dtype",
-    "resolve_precision",
+    "prepare_inference",
     "setup",
     "teardown",
     "write_text",

@@ -1,5 +1,5 @@
-"""Numeric precisions by name, shared by training, embedding, evaluation and the benchmarks: 'fp32', 'bf16', 'fp16',
-and 'auto': bf16 where the device multiplies bf16 matrices natively, else fp32."""
+"""Training's precisions by name: 'fp32', and 'bf16' / 'fp16' under autocast (the weights stay fp32); and whether a
+device multiplies bf16 matrices natively (what inference's 'auto' asks, see `inference.py`)."""
 
 from __future__ import annotations
 
@@ -43,12 +43,3 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
             return True, f"{name} has {' and '.join(flags)}"
         return False, f"{name} has neither {' nor '.join(CPU_BF16_FLAGS)}: bf16 would run emulated, slower than fp32"
     return False, f"bf16 speed on {device.type} is not known to vitkit"
-
-
-def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
-    """('bf16' or 'fp32', why) for 'auto'; any other precision name as it is, 'as asked'."""
-    if precision != "auto":
-        precision_dtype(precision)
-        return precision, "as asked"
-    native, why = native_bf16(device)
-    return ("bf16" if native else "fp32"), why

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -31,8 +32,10 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, env: DistEnv,
-             autocast: torch.autocast | None = None) -> EvalResult:
-    """Run `model` over `loader` (this process's shard) and reduce the counts over processes."""
+             autocast: contextlib.AbstractContextManager | None = None, inputs: torch.dtype | None = None
+             ) -> EvalResult:
+    """Run `model` over `loader` (this process's shard, each batch cast to `inputs`, under `autocast`) and reduce
+    the counts over processes."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64)
@@ -42,13 +45,9 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, env: DistEn
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     k = min(5, num_classes)
     for images, labels in loader:
-        images, labels = images.to(env.device), labels.to(env.device)
-        if autocast is not None:
-            with autocast:
-                logits = model(images)
-        else:
-            logits = model(images)
-        logits = logits.float()
+        images, labels = images.to(env.device, inputs), labels.to(env.device)
+        with autocast or contextlib.nullcontext():
+            logits = model(images).float()
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         best = logits.topk(k, dim=1).indices  # (B, k)
         top1 += (best[:, 0] == labels).sum().item()
