@@ -23,6 +23,7 @@ bench_app = typer.Typer(
     name="bench",
     help="Benchmark vitkit against its peers (default), its attention kernels, or gradient checkpointing.",
     add_completion=False,
+    rich_markup_mode=None,  # plain help, as the root app's
 )
 app.add_typer(bench_app)
 
