@@ -49,7 +49,7 @@ def photos(mean: tuple[float, ...], std: tuple[float, ...], count: int = 32, see
     torch.manual_seed(seed)
     crop = v2.Compose([v2.RandomResizedCrop(224, scale=(0.1, 1.0), antialias=True),
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    pictures = [torch.from_numpy(image).permute(2, 0, 1) for image in load_sample_images().images]
+    pictures = [torch.from_numpy(image.copy()).permute(2, 0, 1) for image in load_sample_images().images]
     return torch.stack([crop(pictures[i % len(pictures)]) for i in range(count)])
 
 

@@ -13,6 +13,7 @@ targets a kernel choice cannot reach.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
 import time
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--precision", choices=sorted(INFERENCE_PRECISIONS), default="fp32")
+    parser.add_argument("--json", help="Also write the tables (ms per operator, wall ms, page faults) as JSON.")
     args = parser.parse_args()
     precision = INFERENCE_PRECISIONS[args.precision]
 
@@ -88,6 +90,10 @@ def main() -> None:
     print("| **all operators** | " + " | ".join(f"**{totals[name]:,.1f}** | 100" for name in tables) + " |")
     print("| wall time per step, no profiler | " + " | ".join(f"{walls[name][0]:,.1f} | " for name in tables) + " |")
     print("| minor page faults per step | " + " | ".join(f"{walls[name][1]:,.0f} | " for name in tables) + " |")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"model": args.model, "precision": args.precision, "batch_size": args.batch_size,
+                       "ms_per_operator": tables, "wall_ms_and_faults": walls}, out, indent=2)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 #   benchmarks/run_all.sh naflex   CPU, SigLIP2 NaFlex packed against transformers' and timm's padded batches (issue 25)
 #   benchmarks/run_all.sh tower    CPU, a Qwen2.5-VL vision tower packed against transformers' tower, same weights
 #   benchmarks/run_all.sh startup  `vitkit --help` and the light commands, this tree against an earlier commit (issue 29)
+#   benchmarks/run_all.sh precision  CPU, fp32 / bf16 / int8 inference: accuracy against fp32, speed against timm (issue 28)
 #
 # Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
 # from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
@@ -54,7 +55,9 @@ case "$SUITE" in
        ROUNDS=${ROUNDS:-3} ;;
   startup) TITLE="Start-up time: vitkit --help and the light commands"; DEVICE=cpu; PRECISION=fp32; STEPS=0
        ROUNDS=${ROUNDS:-5} ;;
-  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed|rope|naflex|tower|startup]" >&2; exit 2 ;;
+  precision) TITLE="Precision: fp32, bf16 and int8 inference, CPU"; DEVICE=cpu; PRECISION=fp32; STEPS=${STEPS:-3}
+       ROUNDS=${ROUNDS:-2} ;;
+  *) echo "usage: $0 [cpu|gpu|quick|packing|recipe|embed|rope|naflex|tower|startup|precision]" >&2; exit 2 ;;
 esac
 WARMUP=${WARMUP:-2}
 rm -rf "$OUT"
@@ -230,6 +233,35 @@ fi
 if [ "$SUITE" = startup ]; then
   # issue 29: the lazy imports of the command line, against the commit before them
   script startup_bench "Before and after the lazy imports" --before 5141f6f --runs "$ROUNDS"
+  echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
+  python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
+  echo "wrote BENCHMARKS.md ($OUT)" >&2
+  exit 0
+fi
+if [ "$SUITE" = precision ]; then
+  # issue 28: each inference precision against fp32 (the digits model, a tower on photographs), then vitkit against
+  # timm at each precision on ViT-S/16 and ViT-B/16 (bf16 with --compile: weights frozen and prepacked), and where a
+  # bf16 step's time goes
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+  echo ">> vitkit train --out $WORK/digits" >&2
+  python -m vitkit train --out "$WORK/digits" >"$WORK/train.log"
+  script precision_accuracy "Accuracy and speed of each precision against fp32" --run "$WORK/digits" \
+    --rounds "$ROUNDS"
+  for model in vit_small_patch16_224 vit_base_patch16_224; do
+    for precision in fp32 bf16-autocast bf16 int8; do
+      bench "${model}_$precision" "$model, inference, batch 16, $precision" bench --model "$model" \
+        --batch-size 16 --peers timm --precision "$precision" --steps "$STEPS" --warmup 1 "${ROUNDS_ARG[@]}" \
+        --device "$DEVICE"
+    done
+    bench "${model}_bf16_compiled" "$model, inference, batch 16, bf16, torch.compile with freezing" bench \
+      --model "$model" --batch-size 16 --peers timm --precision bf16 --compile --steps "$STEPS" --warmup 1 \
+      --device "$DEVICE"
+  done
+  script precision_summary "vitkit against timm at each precision" "$OUT"
+  script profile_ops "Where a bf16 step's time goes (ViT-B/16, batch 16)" vit_base_patch16_224 timm \
+    --batch-size 16 --precision bf16 --steps 2
+  sed -i "s#$WORK#runs#g" "$SECTION"
   echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || uptime)." >>"$SECTION"
   python benchmarks/assemble.py >BENCHMARKS.md.tmp && mv BENCHMARKS.md.tmp BENCHMARKS.md
   echo "wrote BENCHMARKS.md ($OUT)" >&2

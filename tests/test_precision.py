@@ -195,3 +195,16 @@ def test_eval_and_predict_say_their_precision_first(tmp_path, monkeypatch: pytes
     assert abs(report["top1"] - exact["top1"]) <= 0.05  # the same model, its linear layers in int8
     bad = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "model"), "--precision", "fp8"], env=env)
     assert bad.exit_code == 1 and bad.output.count("\n") == 1 and "--precision must be auto or one of" in bad.output
+
+
+def test_readme_lists_every_inference_precision() -> None:
+    import re
+    from pathlib import Path
+
+    from vitkit.runtime import INFERENCE_PRECISIONS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Precision: fp32, bf16, int8")[1].split("\n## ")[0]
+    listed = {name for row in re.findall(r"^\| (`.+?) \|", section, re.MULTILINE)
+              for name in re.findall(r"`([\w-]+)`", row)}
+    assert listed == {*INFERENCE_PRECISIONS, "auto"}
