@@ -61,6 +61,12 @@ def main() -> None:
         ratio = f"{best['vitkit'] / timm_best:.2f}x timm's best bf16 mode" if timm_best else "no timm bf16 row"
         print(f"- {model}: vitkit's best bf16 mode ({best_mode}) {best['vitkit']:.2f} img/s, "
               f"{100 * best['efficiency']:.0f}% of the bf16 matrix rate (target 80%), {ratio} (target 1.5x).")
+    if any(v["efficiency"] > 1 for modes in summary.values() for v in modes.values()):
+        print()
+        print("An efficiency above 100% means the model multiplies faster than `torch.matmul` does in that dtype at "
+              "the block's shapes: int8's rate is read against the fp32 one, and where bf16 has no matrix engine "
+              "(emulated, converted in small blocks) SDPA's fused CPU kernel and oneDNN's linear layers convert to "
+              "fp32 more cheaply than a bf16 `torch.matmul` does.")
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
