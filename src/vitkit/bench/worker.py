@@ -101,10 +101,9 @@ def _tensor_peak_mb(step: Callable[[], None], model: nn.Module, optimizer: torch
     return sum(sizes.values()) / MIB + added()
 
 
-def _attention_note(spec: CandidateSpec, config: ViTConfig, device: torch.device, train: bool) -> str:
+def _attention_note(spec: CandidateSpec, config: ViTConfig, device: torch.device, mode: str) -> str:
     """Which kernel `auto` runs; raises Unsupported when a named backend cannot run this mode here."""
-    kernel = vitkit_attention(config, spec.attention, device, compute_dtype(spec.precision, "train" if train else
-                                                                            "infer"), train)
+    kernel = vitkit_attention(config, spec.attention, device, compute_dtype(spec.precision, mode), mode == "train")
     return f"attention auto -> {kernel}" if spec.attention == "auto" else ""
 
 
@@ -122,7 +121,7 @@ def _measure(spec: CandidateSpec, built: Built, config: ViTConfig, mode: str, de
              batch: tuple[torch.Tensor, ...]) -> dict[str, Any]:
     train = mode == "train"
     model = built.model
-    notes = _attention_note(spec, config, device, train) if spec.candidate == "vitkit" else built.notes
+    notes = _attention_note(spec, config, device, mode) if spec.candidate == "vitkit" else built.notes
     try:  # eagerly, before any compilation; a cross-check only, so a kernel the counter cannot trace is no failure
         flops = counted_flops(model, batch[0][:1], train)
     except Exception as err:
