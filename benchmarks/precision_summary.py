@@ -1,10 +1,12 @@
-"""vitkit against timm at each inference precision, from the `vitkit bench` JSON files of the precision suite.
+"""vitkit against timm and onnxruntime at each inference precision, from the `vitkit bench` JSON files of the
+precision suite.
 
     python benchmarks/precision_summary.py benchmarks/results/precision
 
-One row per (model, precision): img/s of vitkit and timm, their ratio, the rate at which this machine multiplies the
-block's matrices in the precision's compute dtype (measured in each candidate's process, after its steps), and each
-one's efficiency against it. Then issue 28's targets for vitkit's best bf16 mode: >= 0.8 of the bf16 matrix rate,
+One row per (model, precision): img/s of vitkit, timm and onnxruntime (fp32 and int8 only: its CPU provider has no
+bf16 kernels), vitkit's ratio to each, the rate at which this machine multiplies the block's matrices in the
+precision's compute dtype (measured in each candidate's process, after its steps), and each one's efficiency
+against it. Then issue 28's targets for vitkit's best bf16 mode: >= 0.8 of the bf16 matrix rate,
 and >= 1.5x timm's best bf16 mode (autocast or bf16 weights).
 """
 
@@ -14,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-MODELS = ("vit_small_patch16_224", "vit_base_patch16_224")
+MODELS = ("vit_small_patch16_224", "vit_base_patch16_224", "siglip_so400m_patch14_224")
 MODES = ("fp32", "bf16-autocast", "bf16", "int8", "bf16_compiled")
 
 
@@ -28,8 +30,9 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    lines = ["| model | precision | vitkit img/s | timm img/s | ratio | matrix rate GFLOP/s | vitkit efficiency "
-             "| timm efficiency |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | precision | vitkit img/s | timm img/s | vitkit / timm | onnxruntime img/s | "
+             "vitkit / onnxruntime | matrix rate GFLOP/s | vitkit efficiency | timm efficiency |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     summary: dict[str, dict] = {}
     for model in MODELS:
         for mode in MODES:
@@ -37,19 +40,22 @@ def main() -> None:
             if not path.is_file():
                 continue
             rows = rows_of(path)
-            ours, theirs = rows.get("vitkit"), rows.get("timm")
+            ours, theirs, ort = rows.get("vitkit"), rows.get("timm"), rows.get("onnxruntime")
             if ours is None:
                 continue
             label = "bf16, compiled (freezing)" if mode == "bf16_compiled" else mode
             summary.setdefault(model, {})[mode] = {"vitkit": ours["img_per_s"],
                                                    "timm": theirs["img_per_s"] if theirs else None,
+                                                   "onnxruntime": ort["img_per_s"] if ort else None,
                                                    "rate": ours["ceiling_gflops_per_s"],
                                                    "efficiency": ours["efficiency"]}
-            lines.append(
-                f"| {model} | {label} | {ours['img_per_s']:.2f} | "
-                + (f"{theirs['img_per_s']:.2f} | {ours['img_per_s'] / theirs['img_per_s']:.2f}" if theirs else "- | -")
-                + f" | {ours['ceiling_gflops_per_s']:,.0f} | {100 * ours['efficiency']:.0f}% | "
-                + (f"{100 * theirs['efficiency']:.0f}%" if theirs else "-") + " |")
+            cells = [model, label, f"{ours['img_per_s']:.2f}"]
+            for peer in (theirs, ort):
+                cells += ([f"{peer['img_per_s']:.2f}", f"{ours['img_per_s'] / peer['img_per_s']:.2f}"] if peer
+                          else ["-", "-"])
+            cells += [f"{ours['ceiling_gflops_per_s']:,.0f}", f"{100 * ours['efficiency']:.0f}%",
+                      f"{100 * theirs['efficiency']:.0f}%" if theirs else "-"]
+            lines.append("| " + " | ".join(cells) + " |")
     print("\n".join(lines))
     print()
     for model, modes in summary.items():

@@ -24,7 +24,10 @@ from torch.profiler import ProfilerActivity, profile
 
 from vitkit.bench.candidates import PEERS, build_vitkit
 from vitkit.bench.runner import bench_config
+from vitkit.bench.spec import CandidateSpec
 from vitkit.runtime import INFERENCE_PRECISIONS
+
+TORCH_PEERS = [name for name in PEERS if name != "onnxruntime"]  # the profiler sees torch's operators only
 
 
 def op_times(model: torch.nn.Module, images: torch.Tensor, steps: int) -> dict[str, float]:
@@ -58,7 +61,7 @@ def wall_and_faults(model: torch.nn.Module, images: torch.Tensor, steps: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
-    parser.add_argument("peer", choices=sorted(PEERS))
+    parser.add_argument("peer", choices=sorted(TORCH_PEERS))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=10)
@@ -71,7 +74,7 @@ def main() -> None:
     cpu = torch.device("cpu")
     torch.manual_seed(0)
     ours = precision.prepare(build_vitkit(config, cpu, "auto", 0).model.eval(), cpu)
-    theirs = precision.prepare(PEERS[args.peer].build(config, cpu, 0).model.eval(), cpu)
+    theirs = precision.prepare(PEERS[args.peer].build(config, cpu, CandidateSpec(args.peer, {})).model.eval(), cpu)
     images = torch.randn(args.batch_size, config.in_chans, *config.img_size, generator=torch.Generator().manual_seed(0))
     images = images.to(precision.inputs)
     models = {"vitkit": ours, args.peer: theirs}

@@ -11,7 +11,7 @@
 #   benchmarks/run_all.sh naflex   CPU, SigLIP2 NaFlex packed against transformers' and timm's padded batches (issue 25)
 #   benchmarks/run_all.sh tower    CPU, a Qwen2.5-VL vision tower packed against transformers' tower, same weights
 #   benchmarks/run_all.sh startup  `vitkit --help` and the light commands, this tree against an earlier commit (issue 29)
-#   benchmarks/run_all.sh precision  CPU, fp32 / bf16 / int8 inference: accuracy against fp32, speed against timm (issue 28)
+#   benchmarks/run_all.sh precision  CPU, fp32 / bf16 / int8 inference: accuracy, speed against timm and onnxruntime
 #
 # Each suite writes benchmarks/results/<suite>/ (JSON, PNG, section.md); BENCHMARKS.md is then assembled
 # from every suite that has results, so a CPU run keeps the last GPU section and the other way round.
@@ -240,8 +240,8 @@ if [ "$SUITE" = startup ]; then
 fi
 if [ "$SUITE" = precision ]; then
   # issue 28: each inference precision against fp32 (the digits model, a tower on photographs), then vitkit against
-  # timm at each precision on ViT-S/16 and ViT-B/16 (bf16 with --compile: weights frozen and prepacked), and where a
-  # bf16 step's time goes
+  # timm and onnxruntime at each precision on ViT-S/16, ViT-B/16 (bf16 with --compile: weights frozen and prepacked)
+  # and SigLIP so400m, `vitkit embed` on one folder at each precision, and where a bf16 step's time goes
   WORK=$(mktemp -d)
   trap 'rm -rf "$WORK"' EXIT
   echo ">> vitkit train --out $WORK/digits" >&2
@@ -251,14 +251,28 @@ if [ "$SUITE" = precision ]; then
   for model in vit_small_patch16_224 vit_base_patch16_224; do
     for precision in fp32 bf16-autocast bf16 int8; do
       bench "${model}_$precision" "$model, inference, batch 16, $precision" bench --model "$model" \
-        --batch-size 16 --peers timm --precision "$precision" --steps "$STEPS" --warmup 1 "${ROUNDS_ARG[@]}" \
-        --device "$DEVICE"
+        --batch-size 16 --peers timm,onnxruntime --precision "$precision" --steps "$STEPS" --warmup 1 \
+        "${ROUNDS_ARG[@]}" --device "$DEVICE"
     done
     bench "${model}_bf16_compiled" "$model, inference, batch 16, bf16, torch.compile with freezing" bench \
       --model "$model" --batch-size 16 --peers timm --precision bf16 --compile --steps "$STEPS" --warmup 1 \
       --device "$DEVICE"
   done
-  script precision_summary "vitkit against timm at each precision" "$OUT"
+  # SigLIP so400m (27 blocks of width 1152) at batch 8: bf16 only where the CPU multiplies it natively, since
+  # emulated it takes about 3 minutes a step on two cores
+  SO400M_PRECISIONS="fp32 int8"
+  NATIVE_BF16="import sys, torch; from vitkit.runtime import native_bf16; sys.exit(not native_bf16(torch.device('cpu'))[0])"
+  if python -c "$NATIVE_BF16"; then
+    SO400M_PRECISIONS="fp32 bf16-autocast bf16 int8"
+  fi
+  for precision in $SO400M_PRECISIONS; do
+    bench "siglip_so400m_patch14_224_$precision" "siglip_so400m_patch14_224, inference, batch 8, $precision" \
+      bench --model siglip_so400m_patch14_224 --batch-size 8 --peers timm,onnxruntime --precision "$precision" \
+      --steps 2 --warmup 1 --device "$DEVICE"
+  done
+  script precision_summary "vitkit against timm and onnxruntime at each precision" "$OUT"
+  script embed_bench "vitkit embed on one folder at each precision" --images 64 --batch-size 16 --workers 2 \
+    --rounds "$ROUNDS" --precisions fp32,bf16,int8 --root "$WORK/embed"
   script profile_ops "Where a bf16 step's time goes (ViT-B/16, batch 16)" vit_base_patch16_224 timm \
     --batch-size 16 --precision bf16 --steps 2
   sed -i "s#$WORK#runs#g" "$SECTION"

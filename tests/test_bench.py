@@ -32,7 +32,7 @@ from vitkit.bench.worker import run_candidate
 from vitkit.cli import app
 from vitkit.cli.bench import parse_ints
 from vitkit.cli.output import print_table
-from vitkit.models import build_model, get_config, simple_vit_config
+from vitkit.models import build_model, config_from_dict, get_config, simple_vit_config
 
 ENV = {"COLUMNS": "250", "TTY_COMPATIBLE": "0", "FORCE_COLOR": None, "NO_COLOR": "1"}
 TINY = ("--model", "vit_tiny_patch16_224", "--img-size", "32", "--batch-size", "2", "--steps", "2", "--warmup", "1",
@@ -221,6 +221,56 @@ def test_a_peer_whose_import_fails_inside_the_worker_is_skipped(monkeypatch):
     assert "pip install vit-pytorch" in result["modes"]["infer"]["reason"]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_onnxruntime_runs_vitkits_exported_model(precision):
+    """The onnxruntime row is vitkit's own model exported to ONNX: the same outputs (fp32), or close to them (int8
+    weights by onnxruntime's dynamic quantization)."""
+    config = get_config("vit_digits")
+    spec = tiny_spec("onnxruntime", config, precision=precision)
+    torch.manual_seed(0)
+    built = PEERS["onnxruntime"].build(config, torch.device("cpu"), spec)
+    torch.manual_seed(0)
+    reference = build_model(config).eval()
+    assert not built.in_torch and built.params == sum(p.numel() for p in reference.parameters())
+    images = torch.randn(spec.batch_size, 1, 8, 8)  # the graph takes the batch's shape; not the batch itself
+    with torch.no_grad():
+        expected = reference(images)
+    got = built.model(images)
+    assert got.shape == expected.shape
+    if precision == "fp32":
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    else:
+        assert not torch.allclose(got, expected, atol=1e-4)  # quantized: near, not equal
+        assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.99
+        assert "quantize_dynamic" in built.notes
+    result = run_candidate(spec)
+    outcome = result["modes"]["infer"]
+    assert outcome["status"] == "ok", outcome
+    assert result["library"].startswith("onnxruntime ") and result["params"] == built.params
+    assert outcome["flops_counted"] is None and outcome["tensor_mem_mb"] is None
+    assert "exported to ONNX" in outcome["notes"] and "a runtime outside torch" in outcome["notes"]
+
+
+@pytest.mark.parametrize(("changes", "skipped"), [
+    ({"modes": ("infer", "train")}, {"train": "onnxruntime runs infer only"}),
+    ({"precision": "bf16"}, {"infer": "onnxruntime's CPU provider runs fp32 and int8, not bf16"}),
+    ({"device": "cuda"}, {"infer": "the onnxruntime peer runs on the CPU"}),
+], ids=["train", "bf16", "cuda"])
+def test_what_onnxruntime_cannot_run_is_skipped_with_the_reason(changes, skipped):
+    spec = tiny_spec("onnxruntime", **changes)
+    found = PEERS["onnxruntime"].skips(config_from_dict(spec.config), spec)
+    assert set(found) == set(skipped)
+    for mode, reason in skipped.items():
+        assert reason in found[mode]
+
+
+def test_bench_help_names_every_peer():
+    result = invoke("bench", "--help")
+    assert result.exit_code == 0
+    for name in PEERS:
+        assert name in result.stdout
+
+
 @pytest.mark.slow
 def test_a_worker_that_crashes_becomes_failed_rows():
     spec = dataclasses.replace(tiny_spec("vitkit", modes=("infer", "train")), config={"family": "nope"})
@@ -306,7 +356,8 @@ def test_what_cannot_run_is_skipped_without_starting_a_process(tmp_path, monkeyp
 @pytest.mark.parametrize(("args", "message"), [
     (("--batch-size", "0"), "error: batch_size must be an integer >= 1, got 0"),
     (("--mode", "fly"), "error: mode must be one of infer, train, both, got 'fly'"),
-    (("--peers", "keras"), "error: unknown peer 'keras'; choose from: timm, vit-pytorch, vit-pytorch-flash, hf"),
+    (("--peers", "keras"),
+     "error: unknown peer 'keras'; choose from: timm, vit-pytorch, vit-pytorch-flash, hf, onnxruntime"),
     (("--attention", "warp"), "error: unknown attention backend 'warp'"),
     (("--precision", "fp8"), "error: --precision must be auto or one of fp32, bf16, fp16, bf16-autocast, "
                               "fp16-autocast, int8, got 'fp8'"),

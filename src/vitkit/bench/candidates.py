@@ -1,9 +1,10 @@
 """What gets benchmarked: vitkit on one attention backend, or a peer library building the same architecture.
 
-Every builder takes a vitkit config and returns a module mapping images (B, C, H, W) to one tensor.
-A peer that cannot express the config raises `Unsupported` with the reason, and its row is skipped.
-timm shares vitkit's state-dict layout, so its model runs on vitkit's very weights (a strict load also
-proves the two architectures are the same); the others run their own initialisation of the same shapes.
+Every builder takes a vitkit config and the worker's orders and returns a module mapping images (B, C, H, W) to one
+tensor. A peer that cannot express the config, or run the orders here, raises `Unsupported` with the reason, and its
+row is skipped. timm shares vitkit's state-dict layout, so its model runs on vitkit's very weights (a strict load also
+proves the two architectures are the same), and onnxruntime runs vitkit's model as `vitkit export` writes it; the
+others run their own initialisation of the same shapes.
 """
 
 from __future__ import annotations
@@ -11,8 +12,13 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
-from collections.abc import Callable
+import logging
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,10 +28,12 @@ from ..attention import BACKENDS, Request, choose
 from ..attention.capability import cuda_capability
 from ..checkpoints.eva import timm_eva_args, to_timm_eva
 from ..checkpoints.export import hf_siglip_config, hf_vit_config, timm_layers, timm_model_args
+from ..choices import DEFAULT_OPSET
 from ..models import build_model
 from ..models.config import ViTConfig
 from ..runtime import INFERENCE_PRECISIONS, precision_dtype
 from .flops import model_shape
+from .spec import MODES, CandidateSpec
 
 
 def image_shape(config: ViTConfig) -> tuple[int, int, int]:
@@ -44,6 +52,10 @@ class Built:
     model: nn.Module
     library: str  # "timm 1.0.31"
     notes: str = ""
+    # False for a runtime outside torch (onnxruntime): built at the orders' precision, it is not prepared,
+    # compiled or FLOP-counted by torch, and `params` says how many weights it carries
+    in_torch: bool = True
+    params: int | None = None
 
 
 def _version(dist: str) -> str:
@@ -116,10 +128,10 @@ def build_vitkit(config: ViTConfig, device: torch.device, attention: str, grad_c
 # -- timm -----------------------------------------------------------------------------------------
 
 
-def check_timm(config: ViTConfig, grad_checkpointing: int) -> None:
+def check_timm(config: ViTConfig, spec: CandidateSpec) -> None:
     _exportable(timm_eva_args if config.rope != "none" else timm_model_args, config)
     _require({"ignore_head": not config.ignore_head}, "timm's VisionTransformer")
-    _whole_checkpointing(config.depth, grad_checkpointing, "timm")
+    _whole_checkpointing(config.depth, spec.grad_checkpointing, "timm")
 
 
 def _exportable(export: Callable[[ViTConfig], dict], config: ViTConfig) -> dict:
@@ -157,7 +169,7 @@ def _eva_kwargs(cfg: ViTConfig) -> dict:
     )
 
 
-def build_timm(config: ViTConfig, device: torch.device, grad_checkpointing: int) -> Built:
+def build_timm(config: ViTConfig, device: torch.device, spec: CandidateSpec) -> Built:
     """timm's `VisionTransformer` (its `Eva` for RoPE towers) with the same arguments, carrying vitkit's weights
     (strict load)."""
     from timm.models.eva import Eva
@@ -177,7 +189,7 @@ def build_timm(config: ViTConfig, device: torch.device, grad_checkpointing: int)
         model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as err:
         raise Unsupported(f"timm's model differs from vitkit's: {str(err).splitlines()[0]}") from err
-    model.set_grad_checkpointing(grad_checkpointing > 0)
+    model.set_grad_checkpointing(spec.grad_checkpointing > 0)
     notes = "timm.models.eva.Eva, vitkit's weights renamed" if rope else "vitkit's weights (identical state dict)"
     return Built(model, _version("timm"), notes)
 
@@ -192,8 +204,8 @@ def is_simple_vit(config: ViTConfig) -> bool:
         config.class_token or config.reg_tokens or config.qkv_bias or config.proj_bias)
 
 
-def check_vit_pytorch(config: ViTConfig, grad_checkpointing: int) -> None:
-    if grad_checkpointing:
+def check_vit_pytorch(config: ViTConfig, spec: CandidateSpec) -> None:
+    if spec.grad_checkpointing:
         raise Unsupported("vit-pytorch has no gradient checkpointing")
     layers = (config.act_layer, config.mlp_layer, config.norm_layer)
     common = {
@@ -225,7 +237,7 @@ def _vit_pytorch_args(config: ViTConfig) -> dict:
                 channels=config.in_chans, dim_head=config.head_dim or config.embed_dim // config.num_heads)
 
 
-def build_vit_pytorch(config: ViTConfig, device: torch.device, grad_checkpointing: int) -> Built:
+def build_vit_pytorch(config: ViTConfig, device: torch.device, spec: CandidateSpec) -> Built:
     """lucidrains' `SimpleViT` for SimpleViT configs, its `ViT` (closest shapes) for others."""
     if is_simple_vit(config):
         from vit_pytorch import SimpleViT
@@ -239,13 +251,13 @@ def build_vit_pytorch(config: ViTConfig, device: torch.device, grad_checkpointin
     return Built(model.to(device), _version("vit-pytorch"), notes)
 
 
-def check_vit_pytorch_flash(config: ViTConfig, grad_checkpointing: int) -> None:
+def check_vit_pytorch_flash(config: ViTConfig, spec: CandidateSpec) -> None:
     if not is_simple_vit(config):
         raise Unsupported("vit-pytorch's simple_flash_attn_vit builds SimpleViT only")
-    check_vit_pytorch(config, grad_checkpointing)
+    check_vit_pytorch(config, spec)
 
 
-def build_vit_pytorch_flash(config: ViTConfig, device: torch.device, grad_checkpointing: int) -> Built:
+def build_vit_pytorch_flash(config: ViTConfig, device: torch.device, spec: CandidateSpec) -> Built:
     """lucidrains' `simple_flash_attn_vit.SimpleViT` (SDPA attention, norm after pooling)."""
     from vit_pytorch.simple_flash_attn_vit import SimpleViT
 
@@ -261,14 +273,14 @@ def _hf_config(config: ViTConfig) -> dict:
     return _exportable(hf_vit_config if config.class_token else hf_siglip_config, config)
 
 
-def check_hf(config: ViTConfig, grad_checkpointing: int) -> None:
+def check_hf(config: ViTConfig, spec: CandidateSpec) -> None:
     if not _hf_config(config)["architectures"][0].startswith("ViT"):
         _require({"a MAP head (SiglipVisionModel has no other pooled output)": config.global_pool == "map"},
                  "transformers SiglipVisionModel")
-    _whole_checkpointing(config.depth, grad_checkpointing, "transformers")
+    _whole_checkpointing(config.depth, spec.grad_checkpointing, "transformers")
 
 
-def build_hf(config: ViTConfig, device: torch.device, grad_checkpointing: int) -> Built:
+def build_hf(config: ViTConfig, device: torch.device, spec: CandidateSpec) -> Built:
     """transformers' `ViTForImageClassification`/`ViTModel` (class token) or `SiglipVisionModel` (MAP head), from
     the config.json the exporter writes."""
     import transformers
@@ -283,32 +295,129 @@ def build_hf(config: ViTConfig, device: torch.device, grad_checkpointing: int) -
     }
     extra = {"add_pooling_layer": False} if name == "ViTModel" else {}
     model = getattr(transformers, name)(config_class.from_dict(hf), **extra)
-    if grad_checkpointing:
+    if spec.grad_checkpointing:
         model.gradient_checkpointing_enable()
     notes = f"{name} (attn_implementation={model.config._attn_implementation}), own init"
     return Built(_Output(model, picks[name]).to(device), _version("transformers"), notes)
 
 
+# -- onnxruntime ----------------------------------------------------------------------------------
+
+ORT_PRECISIONS = ("fp32", "int8")  # its CPU provider's: fp32, and int8 weights by dynamic quantization
+
+
+def check_onnxruntime(config: ViTConfig, spec: CandidateSpec) -> None:
+    if torch.device(spec.device).type != "cpu":
+        raise Unsupported("the onnxruntime peer runs on the CPU (its CUDA provider is another package, "
+                          "onnxruntime-gpu)")
+    if spec.precision not in ORT_PRECISIONS:
+        raise Unsupported(f"onnxruntime's CPU provider runs {' and '.join(ORT_PRECISIONS)}, not {spec.precision}")
+
+
+class OnnxRuntimeModel(nn.Module):
+    """An onnxruntime session as a module: images (B, C, H, W) in, the exported model's output out."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: images.numpy()})[0])
+
+
+@contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """Silence quantize_dynamic's advice (on the root logger) to run its pre-processing first, which was measured
+    to change neither speed nor accuracy on vitkit's exports."""
+    def advice(record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
+def _quantize_int8(path: Path) -> Path:
+    """onnxruntime's dynamic quantization of `path`: int8 weights, activations quantized per call."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = path.with_name(f"{path.stem}.int8.onnx")
+    with _without_preprocessing_advice():
+        quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
+    return quantized
+
+
+def _export_onnx(model: nn.Module, images: torch.Tensor, path: Path) -> None:
+    """`model` (eval, float32) as ONNX at `path` for batches shaped like `images`, by torch's dynamo exporter at
+    the opset `vitkit export` uses (the deploy room's checked export is a sibling room's, not the bench's)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the exporter's notes on opset conversion
+        program = torch.onnx.export(model, (images,), None, dynamo=True, opset_version=DEFAULT_OPSET,
+                                    input_names=["images"], verbose=False)
+    program.save(path)
+
+
+def build_onnxruntime(config: ViTConfig, device: torch.device, spec: CandidateSpec) -> Built:
+    """vitkit's model exported to ONNX (dynamo exporter, the batch's shape) and run by onnxruntime's CPU provider
+    on torch's thread count, its threads released when a run ends; at int8 quantized by onnxruntime's
+    quantize_dynamic. Its output is checked against vitkit's on a batch like the timed one."""
+    import onnxruntime
+
+    model = build_model(config).eval()
+    images = torch.randn((spec.batch_size, *image_shape(config)), generator=torch.Generator().manual_seed(spec.seed))
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.force_spinning_stop", "1")  # the cores free for what runs next
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        try:
+            _export_onnx(model, images, path)
+        except ImportError as err:
+            raise Unsupported(f"exporting to ONNX needs {err.name}; fix: pip install 'vitkit[export]'") from err
+        if spec.precision == "int8":
+            path = _quantize_int8(path)
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ort_model = OnnxRuntimeModel(session)  # the session holds the model: the folder may go
+    with torch.inference_mode():
+        diff = (ort_model(images) - model(images)).abs().max().item()
+    notes = f"vitkit's weights exported to ONNX, max |diff| to vitkit {diff:.1e}"
+    if spec.precision == "int8":
+        notes += " (int8 by onnxruntime.quantization.quantize_dynamic)"
+    return Built(ort_model, _version("onnxruntime"), notes, in_torch=False,
+                 params=sum(p.numel() for p in model.parameters()))
+
+
 @dataclass(frozen=True)
 class Peer:
-    """A library vitkit is compared against: its import name, what it can build (checked without importing
-    it: `check` raises Unsupported), and its builder."""
+    """A library vitkit is compared against: its import name, what it can build and run (checked without
+    importing it: `check` raises Unsupported), the modes it has, and its builder."""
 
     name: str
     module: str
     dist: str
-    check: Callable[[ViTConfig, int], None]
-    build: Callable[[ViTConfig, torch.device, int], Built]
+    check: Callable[[ViTConfig, CandidateSpec], None]
+    build: Callable[[ViTConfig, torch.device, CandidateSpec], Built]
+    modes: tuple[str, ...] = MODES
 
-    def skip_reason(self, config: ViTConfig, grad_checkpointing: int) -> str | None:
-        """Why this peer cannot run `config` here (not installed, or cannot express it), else None."""
+    def skips(self, config: ViTConfig, spec: CandidateSpec) -> dict[str, str]:
+        """The modes of `spec` this peer cannot run here (not installed, cannot express the model, no such
+        mode), each with why."""
+        why = None
         if importlib.util.find_spec(self.module) is None:
-            return f"{self.dist} is not installed; fix: pip install {self.dist}"
-        try:
-            self.check(config, grad_checkpointing)
-        except Unsupported as err:
-            return str(err)
-        return None
+            why = f"{self.dist} is not installed; fix: pip install {self.dist}"
+        else:
+            try:
+                self.check(config, spec)
+            except Unsupported as err:
+                why = str(err)
+        if why is not None:
+            return dict.fromkeys(spec.modes, why)
+        return {mode: f"{self.dist} runs {' and '.join(self.modes)} only" for mode in spec.modes
+                if mode not in self.modes}
 
 
 PEERS: dict[str, Peer] = {
@@ -317,4 +426,6 @@ PEERS: dict[str, Peer] = {
     "vit-pytorch-flash": Peer("vit-pytorch-flash", "vit_pytorch", "vit-pytorch", check_vit_pytorch_flash,
                               build_vit_pytorch_flash),
     "hf": Peer("hf", "transformers", "transformers", check_hf, build_hf),
+    "onnxruntime": Peer("onnxruntime", "onnxruntime", "onnxruntime", check_onnxruntime, build_onnxruntime,
+                        modes=("infer",)),
 }

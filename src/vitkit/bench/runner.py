@@ -209,10 +209,9 @@ def merge_rounds(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _skips(spec: CandidateSpec, settings: ModelBenchSettings, device: torch.device) -> dict[str, str]:
     """Modes this candidate cannot run here, with why, found without starting a process."""
-    config, gc = settings.config, settings.grad_checkpointing
+    config = settings.config
     if spec.candidate in PEERS:
-        why = PEERS[spec.candidate].skip_reason(config, gc)
-        return dict.fromkeys(spec.modes, why) if why else {}
+        return PEERS[spec.candidate].skips(config, spec)
     skips = {}
     for mode in spec.modes:
         try:

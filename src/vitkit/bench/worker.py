@@ -121,35 +121,42 @@ def _measure(spec: CandidateSpec, built: Built, config: ViTConfig, mode: str, de
              batch: tuple[torch.Tensor, ...]) -> dict[str, Any]:
     train = mode == "train"
     model = built.model
-    notes = _attention_note(spec, config, device, mode) if spec.candidate == "vitkit" else built.notes
-    try:  # eagerly, before any compilation; a cross-check only, so a kernel the counter cannot trace is no failure
-        flops = counted_flops(model, batch[0][:1], train)
-    except Exception as err:
-        flops = None
-        notes = "; ".join(filter(None, [notes, f"FLOPs not countable ({type(err).__name__})"]))
-    model.zero_grad(set_to_none=True)
-    model.train(train)
-    if not train:  # the weights as the precision keeps them: a cast copy when training runs next on these
+    notes = [_attention_note(spec, config, device, mode) if spec.candidate == "vitkit" else built.notes]
+    flops = None
+    if built.in_torch:
+        try:  # eagerly, before any compilation; a cross-check only, so a kernel the counter cannot trace is fine
+            flops = counted_flops(model, batch[0][:1], train)
+        except Exception as err:
+            notes.append(f"FLOPs not countable ({type(err).__name__})")
+        model.zero_grad(set_to_none=True)
+        model.train(train)
+    if not train and built.in_torch:  # the weights as the precision keeps them: a cast copy when training follows
         model = INFERENCE_PRECISIONS[spec.precision].prepare(model, device, inplace=mode == spec.modes[-1])
-    runner = torch.compile(model) if spec.compile else model
+    compiled = spec.compile and built.in_torch
+    if spec.compile and not compiled:
+        notes.append("not compiled: torch.compile is torch's")
+    runner = torch.compile(model) if compiled else model
     if train:
         params = [p for p in model.parameters() if p.requires_grad]
         step, optimizer = _train_step(runner, params, batch, config.num_classes, device, spec.precision)
     else:
         step, optimizer = _infer_step(runner, batch[0], device, spec.precision), None
     reset_peak_memory(device)
-    with _freezing(spec.compile and not train):
+    with _freezing(compiled and not train):
         seconds = time_steps(step, device, spec.warmup, spec.steps)
     peak = peak_memory_mb(device)
-    # One more step, counting tensors (slower, so untimed); compiled graphs cannot run under the counter.
-    tensors = None if spec.compile else _tensor_peak_mb(step, model, optimizer, batch, device)
+    # One more step, counting tensors (slower, so untimed); compiled graphs cannot run under the counter, and
+    # another runtime's tensors are not torch's.
+    tensors = None if compiled or not built.in_torch else _tensor_peak_mb(step, model, optimizer, batch, device)
     if tensors is None:
-        notes = "; ".join(filter(None, [notes, "tensor memory not measured (compiled graph or untraceable kernel)"]))
+        why = ("a compiled graph" if compiled else "a runtime outside torch" if not built.in_torch
+               else "a kernel the counter cannot trace")
+        notes.append(f"tensor memory not measured ({why})")
     # The ceiling right here, right now: same process, threads and machine load as the steps just timed.
     gemms = block_gemms(config, spec.batch_size, train)
     ceiling = measure_ceiling(gemms, device, compute_dtype(spec.precision, mode), reps=spec.steps)
-    return {"status": "ok", "notes": notes, "step_s": seconds, "peak_mem_mb": peak, "tensor_mem_mb": tensors,
-            "flops_counted": flops, "ceiling_gflops_per_s": ceiling.gflops_per_s}
+    return {"status": "ok", "notes": "; ".join(filter(None, notes)), "step_s": seconds, "peak_mem_mb": peak,
+            "tensor_mem_mb": tensors, "flops_counted": flops, "ceiling_gflops_per_s": ceiling.gflops_per_s}
 
 
 def _import(candidate: str) -> None:
@@ -168,12 +175,12 @@ def _import(candidate: str) -> None:
 def _build(spec: CandidateSpec, config: ViTConfig, device: torch.device) -> tuple[Built, float | None]:
     """Check, import, read the memory baseline, build: (the candidate, the baseline in MiB)."""
     if spec.candidate != "vitkit":
-        PEERS[spec.candidate].check(config, spec.grad_checkpointing)
+        PEERS[spec.candidate].check(config, spec)
     _import(spec.candidate)
     base = current_memory_mb(device)
     if spec.candidate == "vitkit":
         return build_vitkit(config, device, spec.attention, spec.grad_checkpointing), base
-    return PEERS[spec.candidate].build(config, device, spec.grad_checkpointing), base
+    return PEERS[spec.candidate].build(config, device, spec), base
 
 
 def _failure(err: BaseException) -> dict[str, str]:
@@ -210,7 +217,7 @@ def run_candidate(spec: CandidateSpec) -> dict[str, Any]:
             results[mode] = {**measured, "base_mem_mb": base}
         except Exception as err:
             results[mode] = _failure(err)
-    params = sum(p.numel() for p in built.model.parameters())
+    params = built.params if built.params is not None else sum(p.numel() for p in built.model.parameters())
     return {"library": built.library, "params": params, "modes": results}
 
 

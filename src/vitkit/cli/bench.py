@@ -126,7 +126,8 @@ def bench(
         "auto", "--attention", help="vitkit rows: auto, all, or backends like sdpa,math,flex."
     ),
     peers: str = typer.Option(
-        "all", "--peers", help="timm, vit-pytorch, vit-pytorch-flash, hf (comma-separated), all, or none."
+        "all", "--peers",
+        help="timm, vit-pytorch, vit-pytorch-flash, hf, onnxruntime (comma-separated), all, or none.",
     ),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile every candidate (warm-up compiles)."),
     grad_checkpointing: int = typer.Option(
