@@ -251,6 +251,12 @@ def test_onnxruntime_runs_vitkits_exported_model(precision):
     assert "exported to ONNX" in outcome["notes"] and "a runtime outside torch" in outcome["notes"]
 
 
+def test_compile_leaves_the_onnxruntime_row_as_it_is_and_says_so():
+    outcome = run_candidate(tiny_spec("onnxruntime", compile=True, warmup=1))["modes"]["infer"]
+    assert outcome["status"] == "ok", outcome
+    assert "not compiled (torch.compile takes torch models)" in outcome["notes"]
+
+
 @pytest.mark.parametrize(("changes", "skipped"), [
     ({"modes": ("infer", "train")}, {"train": "onnxruntime runs infer only"}),
     ({"precision": "bf16"}, {"infer": "onnxruntime's CPU provider runs fp32 and int8, not bf16"}),

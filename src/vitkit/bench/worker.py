@@ -130,11 +130,11 @@ def _measure(spec: CandidateSpec, built: Built, config: ViTConfig, mode: str, de
             notes.append(f"FLOPs not countable ({type(err).__name__})")
         model.zero_grad(set_to_none=True)
         model.train(train)
-    if not train and built.in_torch:  # the weights as the precision keeps them: a cast copy when training follows
-        model = INFERENCE_PRECISIONS[spec.precision].prepare(model, device, inplace=mode == spec.modes[-1])
+        if not train:  # the weights as the precision keeps them: a cast copy when training follows
+            model = INFERENCE_PRECISIONS[spec.precision].prepare(model, device, inplace=mode == spec.modes[-1])
     compiled = spec.compile and built.in_torch
     if spec.compile and not compiled:
-        notes.append("not compiled: torch.compile is torch's")
+        notes.append("not compiled (torch.compile takes torch models)")
     runner = torch.compile(model) if compiled else model
     if train:
         params = [p for p in model.parameters() if p.requires_grad]
