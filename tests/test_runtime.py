@@ -71,7 +71,7 @@ def test_runtime_imports_nothing_of_vitkit() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert modules == ["distributed", "files", "inference", "precision", "workers"]
+    assert modules == ["distributed", "files", "inference", "logs", "precision", "workers"]
     assert done.stdout.strip() == "[]"
 
 
@@ -103,3 +103,27 @@ def test_auto_precision_is_bf16_only_where_the_device_multiplies_it_natively(mon
         "fp32", "auto: CUDA compute capability 7.5 has no bf16 tensor cores (8.0+)")
     with pytest.raises(ValueError, match="--precision must be auto or one of fp32, bf16"):
         resolve("int4", cpu)
+
+
+def test_without_log_message_drops_only_that_message_only_inside_the_block() -> None:
+    import logging
+
+    from vitkit.runtime import without_log_message
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    root = logging.getLogger()
+    handler = Keep()
+    root.addHandler(handler)
+    try:
+        with without_log_message("", "consider to run pre-processing"):
+            root.warning("Please consider to run pre-processing before quantization.")
+            root.warning("Quantization failed: unsupported op")
+        root.warning("Please consider to run pre-processing before quantization.")
+    finally:
+        root.removeHandler(handler)
+    assert seen == ["Quantization failed: unsupported op", "Please consider to run pre-processing before quantization."]

@@ -12,11 +12,9 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
-import logging
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from ..checkpoints.export import hf_siglip_config, hf_vit_config, timm_layers, t
 from ..choices import DEFAULT_OPSET
 from ..models import build_model
 from ..models.config import ViTConfig
-from ..runtime import INFERENCE_PRECISIONS, precision_dtype
+from ..runtime import INFERENCE_PRECISIONS, precision_dtype, without_log_message
 from .flops import model_shape
 from .spec import MODES, CandidateSpec
 
@@ -326,27 +324,13 @@ class OnnxRuntimeModel(nn.Module):
         return torch.from_numpy(self.session.run(None, {self.input_name: images.numpy()})[0])
 
 
-@contextmanager
-def _without_preprocessing_advice() -> Iterator[None]:
-    """Silence quantize_dynamic's advice (on the root logger) to run its pre-processing first, which was measured
-    to change neither speed nor accuracy on vitkit's exports."""
-    def advice(record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
-
-    root = logging.getLogger()
-    root.addFilter(advice)
-    try:
-        yield
-    finally:
-        root.removeFilter(advice)
-
-
 def _quantize_int8(path: Path) -> Path:
     """onnxruntime's dynamic quantization of `path`: int8 weights, activations quantized per call."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = path.with_name(f"{path.stem}.int8.onnx")
-    with _without_preprocessing_advice():
+    # its advice (on the root logger) to pre-process first: measured to change neither speed nor accuracy here
+    with without_log_message("", "Please consider to run pre-processing before quantization"):
         quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
     return quantized
 

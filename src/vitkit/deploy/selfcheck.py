@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import logging
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..runtime import without_log_message
 
 # torch.utils.cpp_extension says this (through torch's logging) when first imported, by inductor or the exporter, on
 # a machine with a CUDA toolkit but no CUDA device; a CPU compile does not use CUDA_HOME, and doctor's device table
@@ -30,19 +30,10 @@ class LiveCheck:
     seconds: float
 
 
-@contextlib.contextmanager
-def without_cuda_home_notice() -> Iterator[None]:
+def without_cuda_home_notice() -> contextlib.AbstractContextManager[None]:
     """Drop torch's 'No CUDA runtime is found, using CUDA_HOME=...' notice while the block runs; every other
     message of that logger still shows."""
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(_CUDA_HOME_NOTICE)
-
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
+    return without_log_message("torch.utils.cpp_extension", _CUDA_HOME_NOTICE)
 
 
 def _reason(err: BaseException) -> str:
